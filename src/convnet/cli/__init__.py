@@ -1,0 +1,73 @@
+"""The `convnet` command: argument parsing only; every command calls the library API.
+
+Each subcommand is a module in this package with three names:
+    HELP: str                       one line for `convnet --help`
+    add_arguments(parser) -> None   its flags
+    run(args) -> int                the exit status
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+
+from convnet.errors import ConvnetError
+
+# Subcommand name -> module in convnet.cli. Modules import lazily so `convnet --help` is quick.
+COMMANDS = {
+    "train": "train",
+    "evaluate": "evaluate",
+    "predict": "predict",
+    "summary": "summary",
+    "show-data": "show_data",
+    "explain": "explain",
+    "features": "features",
+    "cam": "cam",
+}
+
+
+def _available() -> dict:
+    found = {}
+    for name, module in COMMANDS.items():
+        try:
+            found[name] = importlib.import_module(f"convnet.cli.{module}")
+        except ModuleNotFoundError as e:
+            if e.name != f"convnet.cli.{module}":
+                raise
+    return found
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="convnet",
+        description="Train, check and serve small convolutional image classifiers.",
+        epilog="Run `convnet COMMAND --help` for a command's options.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module in _available().items():
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.formatwarning = _one_line_warning
+    try:
+        return int(args._run(args) or 0)
+    except ConvnetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

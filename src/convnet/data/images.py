@@ -1,0 +1,81 @@
+"""The one function that turns an image file into model input, for training and prediction alike.
+
+Any format Pillow reads, any mode (grayscale, RGBA, palette, 16-bit, EXIF-rotated) becomes a
+uint8 (C, H, W) tensor of the model's size and channel count. Using the same function on both
+sides is what keeps a model's predictions on user files consistent with how it was trained.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16- and 32-bit integer or float images scaled down to 8 bits per channel."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        if img.mode == "F" and arr.max() <= 1.0:
+            top = 1.0
+        return Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    return img
+
+
+def _to_channels(img: Image.Image, channels: int) -> Image.Image:
+    if channels == 1:
+        return img.convert("L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        # Transparent pixels go on white, as a viewer shows them, not on whatever colour they hide.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def pil_to_tensor(img: Image.Image, size: tuple[int, int], channels: int) -> torch.Tensor:
+    """Convert a Pillow image to model input.
+
+    Args:
+        img: any Pillow image; EXIF orientation is applied.
+        size: (H, W) of the output. The shorter side is resized to fit and the centre cropped,
+            so the aspect ratio is kept.
+        channels: 1 (grayscale) or 3 (RGB).
+    Returns:
+        uint8 tensor (channels, H, W).
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    img = ImageOps.exif_transpose(img)
+    img = _to_channels(_to_8bit(img), channels)
+    h, w = size
+    if img.size != (w, h):
+        img = ImageOps.fit(img, (w, h), method=Image.Resampling.BILINEAR, centering=(0.5, 0.5))
+    arr = np.asarray(img, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return torch.from_numpy(arr.transpose(2, 0, 1).copy())
+
+
+def load_image(path: str | Path, size: tuple[int, int], channels: int) -> torch.Tensor:
+    """Read an image file and convert it with `pil_to_tensor`.
+
+    Raises:
+        OSError or ValueError (from Pillow) when the file is not a readable image.
+    """
+    with Image.open(path) as img:
+        img.load()
+        return pil_to_tensor(img, size, channels)
+
+
+def natural_channels(img: Image.Image) -> int:
+    """1 for grayscale modes, 3 for everything else: how many channels a model should read."""
+    return 1 if img.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F") else 3

@@ -1,0 +1,1 @@
+"""The training engine: train loop, evaluation, prediction and the model file format."""

@@ -1,0 +1,154 @@
+"""The model file: weights plus everything needed to use them, in one safetensors file.
+
+Format ("convnet.model/1"): a safetensors file whose tensors are the model's `state_dict()`
+(float32) and whose metadata holds two strings:
+
+    "format":  "convnet.model/1"
+    "convnet": JSON of `ModelInfo` (model name and arguments, class names, input channels and
+               size, normalization, data source, final metrics)
+
+Images go into the model as `(x / 255 - mean) / std` per channel, x being uint8 (N, C, H, W).
+`evaluate`, `predict`, the NumPy engine and the server all read this one file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from convnet.data.images import load_image, pil_to_tensor
+from convnet.errors import CheckpointError
+from convnet.models import create_model
+
+FORMAT = "convnet.model/1"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    model: str  # registry name
+    model_args: dict  # the architecture's own arguments (e.g. {"arch": "c32-p-f-d64"})
+    classes: tuple[str, ...]
+    in_chans: int
+    input_size: tuple[int, int]  # (H, W)
+    mean: tuple[float, ...]  # per channel, on the 0..1 scale
+    std: tuple[float, ...]
+    data_source: str = ""
+    metrics: dict = field(default_factory=dict)  # final metrics of the run that wrote it
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelInfo:
+        d = json.loads(text)
+        d["classes"] = tuple(d["classes"])
+        d["input_size"] = tuple(d["input_size"])
+        d["mean"], d["std"] = tuple(d["mean"]), tuple(d["std"])
+        return cls(**d)
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(tmp_path), then rename over `path`: a crash never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(path: str | Path, model: nn.Module, info: ModelInfo) -> None:
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items() if v.is_floating_point()}
+    # Integer buffers (BatchNorm's num_batches_tracked) are kept as they are.
+    state.update({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not v.is_floating_point()})
+    atomic_write(Path(path), lambda tmp: save_file(state, tmp, metadata={"format": FORMAT, "convnet": info.to_json()}))
+
+
+def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelInfo]:
+    """Read weights and metadata; raises `CheckpointError` with a one-sentence reason."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    if not path.is_file():
+        raise CheckpointError(f"No model file at {path}; pass the model.safetensors written by `convnet train` (or its run folder).")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({e}); pass a model.safetensors written by `convnet train`.") from None
+    if meta.get("format") != FORMAT or "convnet" not in meta:
+        raise CheckpointError(f"{path} is a safetensors file but not a convnet model (no '{FORMAT}' metadata); pass one written by `convnet train`.")
+    return state, ModelInfo.from_json(meta["convnet"])
+
+
+def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 model input."""
+    m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    return (images.float() / 255.0 - m) / s
+
+
+class Classifier:
+    """A trained model with its metadata: turns images into class probabilities."""
+
+    def __init__(self, model: nn.Module, info: ModelInfo, device: str | torch.device = "cpu"):
+        self.model = model.to(device).eval()
+        self.info = info
+        self.device = torch.device(device)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.info.classes
+
+    def to_input(self, image) -> torch.Tensor:
+        """A path, a Pillow image or a uint8 (C, H, W) tensor -> uint8 (C, H, W) at the model's size."""
+        size, chans = self.info.input_size, self.info.in_chans
+        if isinstance(image, (str, Path)):
+            return load_image(image, size, chans)
+        if isinstance(image, torch.Tensor):
+            if image.dtype != torch.uint8 or tuple(image.shape) != (chans, *size):
+                raise ValueError(f"a tensor image must be uint8 {(chans, *size)}, got {image.dtype} {tuple(image.shape)}")
+            return image
+        return pil_to_tensor(image, size, chans)
+
+    @torch.no_grad()
+    def logits(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+        """uint8 (N, C, H, W) -> float32 logits (N, num_classes), evaluated in batches."""
+        out = []
+        for i in range(0, len(images), batch_size):
+            x = normalize(images[i : i + batch_size].to(self.device), self.info.mean, self.info.std)
+            out.append(self.model(x).float().cpu())
+        return torch.cat(out) if out else torch.empty(0, len(self.classes))
+
+    def predict(self, images) -> torch.Tensor:
+        """Class probabilities (N, num_classes) for a uint8 (N, C, H, W) tensor or a list of
+        paths, Pillow images or (C, H, W) tensors."""
+        if not isinstance(images, torch.Tensor):
+            images = torch.stack([self.to_input(im) for im in images])
+        return torch.softmax(self.logits(images), dim=1)
+
+
+def build_model(info: ModelInfo) -> nn.Module:
+    return create_model(info.model, num_classes=len(info.classes), in_chans=info.in_chans, input_size=info.input_size, **info.model_args)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Classifier:
+    """Load a model file written by `convnet train` as a ready-to-use `Classifier`."""
+    state, info = read_model_file(path)
+    model = build_model(info)
+    model.load_state_dict(state)
+    return Classifier(model, info, device)
