@@ -7,7 +7,8 @@ Format ("convnet.model/1"): a safetensors file whose tensors are the model's `st
     "convnet": JSON of `ModelInfo` (model name and arguments, class names, input channels and
                size, normalization, data source, final metrics)
 
-Images go into the model as `(x / 255 - mean) / std` per channel, x being uint8 (N, C, H, W).
+Images go into the model as `(x / 255 - mean) / std` per channel, x being uint8 (N, C, H, W)
+(`engine.inference.normalize`).
 `evaluate`, `predict`, the NumPy engine and the server all read this one file.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from convnet.data.images import load_image, pil_to_tensor
+from convnet.engine.inference import batched_logits, normalize  # noqa: F401  (normalize: part of this module's API)
 from convnet.errors import CheckpointError
 from convnet.models import create_model
 
@@ -95,13 +97,6 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelInf
     return state, ModelInfo.from_json(meta["convnet"])
 
 
-def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float32 model input."""
-    m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    return (images.float() / 255.0 - m) / s
-
-
 class Classifier:
     """A trained model with its metadata: turns images into class probabilities."""
 
@@ -125,21 +120,16 @@ class Classifier:
             return image
         return pil_to_tensor(image, size, chans)
 
-    @torch.no_grad()
-    def logits(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-        """uint8 (N, C, H, W) -> float32 logits (N, num_classes), evaluated in batches."""
-        out = []
-        for i in range(0, len(images), batch_size):
-            x = normalize(images[i : i + batch_size].to(self.device), self.info.mean, self.info.std)
-            out.append(self.model(x).float().cpu())
-        return torch.cat(out) if out else torch.empty(0, len(self.classes))
+    def logits(self, images: torch.Tensor, batch_size: int = 512, tta: int = 0) -> torch.Tensor:
+        """uint8 (N, C, H, W) -> float32 logits (N, num_classes), in fp32, evaluated in batches."""
+        return batched_logits(self.model, images, self.info.mean, self.info.std, batch_size, tta=tta)
 
-    def predict(self, images) -> torch.Tensor:
+    def predict(self, images, tta: int = 0) -> torch.Tensor:
         """Class probabilities (N, num_classes) for a uint8 (N, C, H, W) tensor or a list of
         paths, Pillow images or (C, H, W) tensors."""
         if not isinstance(images, torch.Tensor):
             images = torch.stack([self.to_input(im) for im in images])
-        return torch.softmax(self.logits(images), dim=1)
+        return torch.softmax(self.logits(images, tta=tta), dim=1)
 
 
 def build_model(info: ModelInfo) -> nn.Module:

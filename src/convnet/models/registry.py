@@ -31,7 +31,7 @@ def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[.
 
 def _register_builtins() -> None:
     # Importing a family's module runs its @register_model decorators.
-    from convnet.models import sequential  # noqa: F401
+    from convnet.models import airnet, resnet, sequential  # noqa: F401
 
 
 def list_models() -> list[str]:

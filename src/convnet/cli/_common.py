@@ -1,0 +1,55 @@
+"""Argument helpers shared by several commands."""
+from __future__ import annotations
+
+import argparse
+
+from convnet.errors import ConfigError
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """'3x32x32' -> (3, 32, 32); '64' -> (64,)."""
+    try:
+        dims = tuple(int(d) for d in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape like 3x32x32 or 64x64") from None
+    if any(d < 1 for d in dims):
+        raise argparse.ArgumentTypeError(f"{text!r} has a dimension below 1")
+    return dims
+
+
+def image_size(text: str) -> tuple[int, int]:
+    """'32' -> (32, 32); '48x64' -> (48, 64)."""
+    dims = parse_shape(text)
+    if len(dims) == 1:
+        return (dims[0], dims[0])
+    if len(dims) == 2:
+        return dims  # type: ignore[return-value]
+    raise argparse.ArgumentTypeError(f"{text!r} is not a size like 32 or 48x64")
+
+
+def model_args(pairs: list[str] | None) -> dict:
+    """['width=32', 'depth=18'] -> {'width': 32, 'depth': 18}; values parse as int, float or text."""
+    out: dict = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--model-arg {pair!r} is not KEY=VALUE; write e.g. --model-arg width=32.")
+        for cast in (int, float):
+            try:
+                out[key] = cast(value)
+                break
+            except ValueError:
+                continue
+        else:
+            out[key] = value
+    return out
+
+
+def add_data_argument(p: argparse.ArgumentParser, help_extra: str = "") -> None:
+    p.add_argument(
+        "--data",
+        default=None,
+        help="cifar10 (default; downloaded on first use), fashion-mnist, sample (the embedded CIFAR-10 sample), "
+        "or a path: cifar-10-python.tar.gz, cifar-10-batches-py/, a folder of IDX files, or an image folder "
+        "ROOT/<class>/ or ROOT/{train,val,test}/<class>/" + help_extra,
+    )

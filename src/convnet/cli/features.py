@@ -1,0 +1,23 @@
+"""`convnet features CHECKPOINT IMAGE`: write the feature maps of every convolution and the first-layer filters."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "Write what each convolution of a model sees in one image, and its first-layer filters, as PNG files."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="model.safetensors written by `convnet train`, or its run folder")
+    parser.add_argument("image", help="the image to look at (any format Pillow reads)")
+    parser.add_argument("--out", type=Path, default=Path("features"), help="folder for features_<layer>.png and filters.png (created)")
+
+
+def run(args: argparse.Namespace) -> int:
+    # Imported here so that `convnet --help` does not wait for torch.
+    from convnet.engine.checkpoint import load_checkpoint
+    from convnet.viz.features import write_features
+
+    for path in write_features(load_checkpoint(args.checkpoint), args.image, args.out):
+        print(path)
+    return 0

@@ -1,0 +1,40 @@
+"""convnet predict: top-k classes with probabilities for image files and folders."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+HELP = "Classify image files or folders with a trained model; prints the top-k classes per file."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="model.safetensors written by `convnet train` (or its run folder)")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files, or folders searched for images")
+    p.add_argument("--top-k", type=int, default=3, help="how many classes to show per image")
+    p.add_argument("--tta", type=int, default=0, choices=(0, 1, 2), help="test-time augmentation level")
+    p.add_argument("--json", action="store_true", help="one JSON object per line: {path, predictions} or {path, error}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from convnet.engine.checkpoint import load_checkpoint
+    from convnet.engine.predict import predict_files
+    from convnet.errors import ConfigError
+
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k must be at least 1, got {args.top_k}.")
+    clf = load_checkpoint(args.checkpoint)
+    failed = answered = 0
+    for r in predict_files(clf, args.images, top_k=args.top_k, tta=args.tta):
+        answered += 1
+        if args.json:
+            print(json.dumps(r.to_dict()), flush=True)
+        elif r.error is None:
+            print(f"{r.path}: " + ", ".join(f"{c} {p:.3f}" for c, p in r.predictions), flush=True)
+        if r.error is not None:
+            failed += 1
+            if not args.json:
+                print(f"error: {r.path}: {r.error}", file=sys.stderr, flush=True)
+    if answered == 0:
+        raise ConfigError(f"No image files found in {' '.join(args.images)}; pass image files or folders that hold some.")
+    return 1 if failed else 0

@@ -1,0 +1,88 @@
+"""convnet train: train a model and write its run folder."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from convnet.cli._common import add_data_argument, image_size, model_args
+from convnet.data.augment import AugmentConfig
+from convnet.engine.recipes import list_recipes, recipe_config
+
+HELP = "Train a model (by default the tutorial's CNN on CIFAR-10 with the tutorial's settings) and write runs/<name>/."
+
+# Flags that map one-to-one onto TrainConfig fields; None means "the recipe's value".
+_FIELDS = (
+    "data", "val_split", "limit", "image_size", "channels", "normalize", "model", "epochs", "batch_size",
+    "optimizer", "lr", "momentum", "weight_decay", "schedule", "warmup_epochs", "label_smoothing", "ema",
+    "precision", "channels_last", "compile", "device", "eval_batch_size", "tta", "engine", "seed", "runs_dir", "name",
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", default="tutorial", choices=list_recipes(), help="preset to start from; other flags override its fields")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its folder (other flags are ignored)")
+    add_data_argument(p)
+    p.add_argument("--val-split", type=float, help="fraction carved from the training data for validation when it has no val split (recipe: 0.1)")
+    p.add_argument("--limit", type=int, help="train on a seeded, stratified subset of N images")
+    p.add_argument("--image-size", type=image_size, help="resize images to S or HxW (default: the data's own size)")
+    p.add_argument("--channels", type=int, choices=(1, 3), help="1 (grayscale) or 3 (RGB) (default: the data's own)")
+    p.add_argument("--normalize", choices=("unit", "standard"), help="unit: pixels/255 as in the tutorial; standard: per-channel mean/std")
+    p.add_argument("--model", help="a registered model (see `convnet summary --list`)")
+    p.add_argument("--arch", help="build a sequential CNN from a spec, e.g. c32-p-c64-p-c64-f-d64 (sets --model spec)")
+    p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="an argument of the model, e.g. width=32 (repeatable)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--optimizer", choices=("adam", "sgd"), help="adam, or sgd with Nesterov momentum")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--momentum", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--schedule", choices=("constant", "linear"), help="learning-rate schedule after the warm-up")
+    p.add_argument("--warmup-epochs", type=float)
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--ema", type=float, help="decay of a weight average evaluated instead of the raw weights (0 = off)")
+    p.add_argument("--flip", choices=("none", "random", "alternating"), help="horizontal flip augmentation")
+    p.add_argument("--translate", type=int, help="random translation by up to N pixels (reflect padding)")
+    p.add_argument("--cutout", type=int, help="zero a random NxN square in each image")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), help="auto: bf16 where the hardware supports it")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--eval-batch-size", type=int)
+    p.add_argument("--tta", type=int, choices=(0, 1, 2), help="test-time augmentation for the final validation score")
+    p.add_argument("--engine", choices=("torch", "scratch"), help="scratch: the NumPy reference engine (tutorial and --arch models)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--runs-dir", help="where run folders go (default runs/)")
+    p.add_argument("--name", help="run folder name (default <model>-<date>-<time>)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+
+
+def config_from_args(args: argparse.Namespace):
+    """The recipe's TrainConfig with every flag the user gave applied."""
+    given = {f: getattr(args, f) for f in _FIELDS if getattr(args, f) is not None}
+    if args.arch is not None:
+        given["model"] = "spec"
+    extra = model_args(args.model_arg)
+    if args.arch is not None:
+        extra["arch"] = args.arch
+    if extra:
+        given["model_args"] = extra
+    base = recipe_config(args.recipe)
+    augment = {k: getattr(args, k) for k in ("flip", "translate", "cutout") if getattr(args, k) is not None}
+    if augment:
+        given["augment"] = dataclasses.replace(base.augment, **augment)
+    return dataclasses.replace(base, **given)
+
+
+def run(args: argparse.Namespace) -> int:
+    from convnet.engine.train import resume, train
+
+    if args.resume:
+        result = resume(args.resume, progress=not args.quiet)
+    else:
+        result = train(config_from_args(args), progress=not args.quiet)
+    m = result.metrics
+    val = f", validation accuracy {m['val_acc']:.4f}" if m.get("val_acc") is not None else ""
+    tta = f" ({m['val_acc_tta']:.4f} with TTA)" if "val_acc_tta" in m else ""
+    print(f"done: {result.run_dir} (train accuracy {m['train_acc']:.4f}{val}{tta})")
+    print(f"next: convnet evaluate {result.run_dir / 'model.safetensors'} --data ...")
+    return 0

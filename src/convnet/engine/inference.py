@@ -1,0 +1,84 @@
+"""Running a model over many images: no autograd, large batches, optional bf16 and TTA."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn as nn
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """auto picks CUDA, then Apple's MPS, then the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from convnet.errors import ConfigError
+
+        raise ConfigError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto.")
+    return torch.device(name)
+
+
+def bf16_supported(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        # AVX-512 bf16 (or AMX): mkldnn runs bf16 convolutions natively; elsewhere it would be emulated and slow.
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a precision setting: None means plain fp32."""
+    if precision == "fp32" or (precision == "auto" and not bf16_supported(device)):
+        return None
+    return torch.bfloat16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 model input, (x / 255 - mean) / std per channel."""
+    m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    return (images.float() / 255.0 - m) / s
+
+
+@torch.no_grad()
+def batched_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    batch_size: int = 1024,
+    amp_dtype: torch.dtype | None = None,
+    tta: int = 0,
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 logits (N, K) on the CPU.
+
+    Images move to the model's device one batch at a time, so a large split never has to fit there.
+    """
+    from convnet.engine.tta import tta_logits
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = normalize(images[i : i + batch_size].to(device, non_blocking=True), mean, std)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp_dtype):
+            out.append(tta_logits(lambda v: model(v).float(), x, tta).cpu())
+    model.train(was_training)
+    if not out:
+        raise ValueError("no images to evaluate")
+    return torch.cat(out)

@@ -1,0 +1,275 @@
+"""The training loop that the CLI, the Python API and the server all call.
+
+Whole splits sit on the device as uint8 tensors; every batch is cut from them by index and
+augmented as a whole (data.augment), so the hot loop runs no per-image Python. Each epoch's
+randomness (order, augmentation, dropout) comes from a generator seeded with (seed, epoch):
+a run resumed after epoch k therefore repeats exactly what the uninterrupted run did.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from convnet.data.augment import augment_batch
+from convnet.data.dataset import Dataset, limit_dataset, split_dataset
+from convnet.data.sources import available_splits, load_dataset
+from convnet.engine.checkpoint import ModelInfo, save_model
+from convnet.engine.config import TrainConfig
+from convnet.engine.ema import WeightAverage
+from convnet.engine.inference import autocast, autocast_dtype, batched_logits, normalize, resolve_device
+from convnet.engine.run_folder import RunFolder, read_history
+from convnet.engine.schedule import lr_factor
+from convnet.errors import ConvnetError
+from convnet.models import create_model
+from convnet.viz.plots import plot_curves, plot_image_grid
+
+
+class TrainingDiverged(ConvnetError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class TrainData:
+    train: Dataset
+    val: Dataset | None
+    mean: tuple[float, ...]  # normalization, per channel on the 0..1 scale
+    std: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Path
+    history: list[dict]
+    metrics: dict  # the last epoch's row, plus val_acc_tta when TTA was asked for
+
+
+def prepare_data(config: TrainConfig) -> TrainData:
+    """Load the training data and its validation split (the data's own, or carved from train)."""
+    size, chans = config.image_size, config.channels
+    train = load_dataset(config.data, "train", image_size=size, channels=chans)
+    # Every later split is converted to the training images' size and channels.
+    size, chans = tuple(train.images.shape[2:]), train.images.shape[1]
+    if "val" in available_splits(config.data):
+        val = load_dataset(config.data, "val", image_size=size, channels=chans)
+    elif config.val_split > 0:
+        train, val = split_dataset(train, config.val_split, config.seed)
+    else:
+        val = None
+    if config.limit is not None:
+        train = limit_dataset(train, config.limit, config.seed)
+    if config.normalize == "unit":
+        mean, std = (0.0,) * chans, (1.0,) * chans
+    else:
+        x = train.images.float().div_(255)
+        mean = tuple(x.mean(dim=(0, 2, 3)).tolist())
+        std = tuple(x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
+    return TrainData(train, val, mean, std)
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    # No weight decay on biases and normalization parameters, as is usual (timm, airbench).
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "adam":
+        # Keras's Adam uses epsilon 1e-7 where torch uses 1e-8; the tutorial trained with Keras's.
+        opt_cls = torch.optim.AdamW if config.weight_decay else torch.optim.Adam
+        return opt_cls(groups, lr=config.lr, eps=1e-7)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def _model_info(config: TrainConfig, data: TrainData, metrics: dict) -> ModelInfo:
+    c, h, w = data.train.image_shape
+    return ModelInfo(
+        model=config.model,
+        model_args=dict(config.model_args),
+        classes=tuple(data.train.classes),
+        in_chans=c,
+        input_size=(h, w),
+        mean=data.mean,
+        std=data.std,
+        data_source=data.train.source,
+        metrics=metrics,
+    )
+
+
+class _Trainer:
+    """One run's moving parts; `fit` runs the remaining epochs."""
+
+    def __init__(self, config: TrainConfig, data: TrainData, run: RunFolder, progress: bool):
+        self.config, self.data, self.run, self.progress = config, data, run, progress
+        self.device = resolve_device(config.device)
+        self.amp = autocast_dtype(config.precision, self.device)
+        c, h, w = data.train.image_shape
+        torch.manual_seed(config.seed)
+        self.model = create_model(config.model, num_classes=len(data.train.classes), in_chans=c, input_size=(h, w), **config.model_args)
+        if hasattr(self.model, "init_from_data"):
+            # Data-dependent initialisation (airnet's patch whitening) on a seeded slice of the training set.
+            self.model.init_from_data(normalize(data.train.images[:5000], data.mean, data.std))
+        self.model.to(self.device)
+        if config.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.optimizer = build_optimizer(self.model, config)
+        self.steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
+        total, warmup = config.epochs * self.steps_per_epoch, round(config.warmup_epochs * self.steps_per_epoch)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, total, warmup, config.schedule))
+        self.ema = WeightAverage(self.model, config.ema) if config.ema else None
+        self.forward = torch.compile(self.model) if config.compile else self.model
+        self.images = data.train.images.to(self.device)
+        self.labels = data.train.labels.to(self.device)
+        self.history: list[dict] = []
+        self.start_epoch = 0
+
+    def restore(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None:
+            self.ema.model.load_state_dict(state["ema"])
+        self.history = state["history"]
+        self.start_epoch = state["epoch"]
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.model if self.ema is not None else self.model
+
+    def train_epoch(self, epoch: int) -> tuple[float, float, float]:
+        """One pass over the training set. Returns (mean loss, accuracy, seconds)."""
+        cfg = self.config
+        gen = epoch_generator(cfg.seed, epoch)
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout and other global-RNG layers
+        order = torch.randperm(len(self.labels), generator=gen).to(self.device)
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.int64)
+        seen, start = 0, time.perf_counter()
+        bar = tqdm(total=len(order), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="img", disable=not self.progress, leave=False, dynamic_ncols=True)
+        for step, i in enumerate(range(0, len(order), cfg.batch_size)):
+            idx = order[i : i + cfg.batch_size]
+            x = augment_batch(self.images[idx], cfg.augment, gen, epoch, idx)
+            x = normalize(x, self.data.mean, self.data.std)
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = self.labels[idx]
+            with autocast(self.device, self.amp):
+                logits = self.forward(x).float()
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update(self.model)
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
+            if step % 25 == 0 or seen == len(order):
+                mean_loss = loss_sum.item() / seen  # one device sync per 25 steps
+                if not math.isfinite(mean_loss):
+                    raise TrainingDiverged(
+                        f"The loss became {mean_loss} in epoch {epoch + 1}; the last good checkpoint "
+                        f"(epoch {epoch}) is kept in {self.run.path}; lower --lr and start again."
+                    )
+                bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{correct.item() / seen:.3f}", refresh=False)
+            bar.update(len(y))
+        bar.close()
+        return loss_sum.item() / seen, correct.item() / seen, time.perf_counter() - start
+
+    def validate(self, tta: int = 0) -> tuple[float, float] | tuple[None, None]:
+        if self.data.val is None:
+            return None, None
+        logits = batched_logits(self.eval_model, self.data.val.images, self.data.mean, self.data.std, self.config.eval_batch_size, self.amp, tta, self.config.channels_last)
+        labels = self.data.val.labels
+        return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
+
+    def save(self, epoch: int) -> None:
+        state = {
+            "epoch": epoch + 1,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ema": self.ema.model.state_dict() if self.ema is not None else None,
+            "history": self.history,
+        }
+        # The model file first: a kill between the two writes leaves state.pt one epoch behind, and
+        # resuming from it redoes that epoch identically.
+        save_model(self.run.model_path, self.eval_model, _model_info(self.config, self.data, self.history[-1]))
+        self.run.save_state(state)
+        self.run.write_history(self.history)
+
+    def fit(self) -> dict:
+        cfg = self.config
+        for epoch in range(self.start_epoch, cfg.epochs):
+            train_loss, train_acc, seconds = self.train_epoch(epoch)
+            val_loss, val_acc = self.validate()
+            row = dict(
+                epoch=epoch + 1, train_loss=round(train_loss, 6), train_acc=round(train_acc, 6),
+                val_loss=None if val_loss is None else round(val_loss, 6), val_acc=None if val_acc is None else round(val_acc, 6),
+                lr=self.scheduler.get_last_lr()[0], seconds=round(seconds, 3), images_per_s=round(len(self.labels) / seconds, 1),
+            )
+            self.history.append(row)
+            self.save(epoch)
+            val_text = "" if val_acc is None else f"  val loss {val_loss:.4f} acc {val_acc:.4f}"
+            self._say(f"epoch {epoch + 1}/{cfg.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}{val_text}  {seconds:.1f}s ({row['images_per_s']:.0f} img/s)")
+        metrics = dict(self.history[-1])
+        if cfg.tta and self.data.val is not None:
+            metrics["val_acc_tta"] = round(self.validate(cfg.tta)[1], 6)
+            self._say(f"validation accuracy with TTA level {cfg.tta}: {metrics['val_acc_tta']:.4f}")
+            save_model(self.run.model_path, self.eval_model, _model_info(cfg, self.data, metrics))
+        return metrics
+
+    def _say(self, text: str) -> None:
+        if self.progress:
+            tqdm.write(text)
+
+
+def train(config: TrainConfig, progress: bool = True) -> RunResult:
+    """Train a model as `config` says and write its run folder (see engine.run_folder)."""
+    data = prepare_data(config)
+    run = RunFolder.create(config)
+    if config.engine == "scratch":
+        from convnet.engine.scratch_fit import fit_scratch
+
+        return fit_scratch(config, data, run, progress)
+    _write_samples(run, data.train)
+    return _fit(_Trainer(config, data, run, progress), run)
+
+
+def resume(run_dir: str | Path, progress: bool = True) -> RunResult:
+    """Continue a run after Ctrl-C or a kill; it ends as the uninterrupted run would have."""
+    run = RunFolder.open(run_dir)
+    config = run.read_config()
+    if config.engine == "scratch":
+        raise ConvnetError("Runs of the scratch engine cannot be resumed; start the run again (it is a small-data engine).")
+    trainer = _Trainer(config, prepare_data(config), run, progress)
+    state = run.load_state()
+    if state is not None:
+        trainer.restore(state)
+    if trainer.start_epoch >= config.epochs:
+        raise ConvnetError(f"{run.path} already finished its {config.epochs} epochs; nothing to resume.")
+    if progress:
+        tqdm.write(f"resuming {run.path} after epoch {trainer.start_epoch}")
+    return _fit(trainer, run)
+
+
+def _fit(trainer: _Trainer, run: RunFolder) -> RunResult:
+    metrics = trainer.fit()
+    plot_curves(trainer.history, run.curves_path)
+    return RunResult(run.path, read_history(run.history_path), metrics)
+
+
+def _write_samples(run: RunFolder, ds: Dataset, n: int = 25) -> None:
+    n = min(n, len(ds))
+    plot_image_grid(ds.images[:n], [ds.classes[i] for i in ds.labels[:n].tolist()], run.samples_path, title="first training images")
+

@@ -1,0 +1,187 @@
+"""airnet: the small, fast network of Keller Jordan's airbench94 (94% on CIFAR-10 in seconds).
+
+    whiten (2x2 patch-whitening conv, frozen weights) - GELU
+    3 x [conv 3x3 - maxpool 2 - BN - GELU - conv 3x3 - BN - GELU]   widths (64, 256, 256)
+    global max pool - linear (no bias) x scaling
+
+What makes it train fast, and how this file keeps it:
+- The first layer whitens 2x2 patches: its filters are the eigenvectors of the training
+  patches' covariance, scaled so every output channel has unit variance (`init_whitening`),
+  each also negated so GELU keeps both signs. Nothing has to learn decorrelation.
+- Every 3x3 conv starts as an identity on its first input channels (a Dirac kernel), an
+  implicit residual that lets this plain stack train like a ResNet.
+- BatchNorm scales are frozen at 1 (only the shifts learn), as in airbench; the modules are
+  named `norm*` so a recipe can give their biases their own learning rate.
+- The head is a global max pool and a bias-free linear layer times 1/9: a smaller initial
+  output scale than the default, which airbench found trains faster.
+
+Unlike airbench the pooling is global (any input of at least `min_input_size` pixels works,
+224x224 too) and nothing is cast or moved to a device here: the training engine decides.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from convnet.errors import ConfigError
+from convnet.models.registry import register_model
+
+
+class GlobalPoolHead(nn.Module):
+    """Global pooling, then a linear layer times a constant: (B, C, h, w) -> (B, num_classes)."""
+
+    def __init__(self, in_features: int, num_classes: int, pool: str, bias: bool, scale: float = 1.0):
+        super().__init__()
+        if pool not in ("max", "avg"):
+            raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
+        self.pool = pool
+        self.fc = nn.Linear(in_features, num_classes, bias=bias)
+        self.scale = scale
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        pooled = features.amax(dim=(2, 3)) if self.pool == "max" else features.mean(dim=(2, 3))  # (B, C)
+        return self.fc(pooled) * self.scale
+
+
+def _conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
+    conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+    # Identity on the first min(in, out) channels: the implicit residual described above.
+    with torch.no_grad():
+        nn.init.dirac_(conv.weight[: min(in_channels, out_channels)])
+    return conv
+
+
+def _batchnorm(channels: int, momentum: float) -> nn.BatchNorm2d:
+    # `momentum` is airbench's: the weight of the old running statistics (torch's is 1 - that).
+    norm = nn.BatchNorm2d(channels, eps=1e-12, momentum=1.0 - momentum)
+    norm.weight.requires_grad_(False)
+    return norm
+
+
+class ConvGroup(nn.Module):
+    """conv - maxpool 2 - BN - GELU - conv - BN - GELU: halves the image, (B, in, H, W) -> (B, out, H/2, W/2)."""
+
+    def __init__(self, in_channels: int, out_channels: int, batchnorm_momentum: float):
+        super().__init__()
+        self.conv1 = _conv3x3(in_channels, out_channels)
+        self.norm1 = _batchnorm(out_channels, batchnorm_momentum)
+        self.conv2 = _conv3x3(out_channels, out_channels)
+        self.norm2 = _batchnorm(out_channels, batchnorm_momentum)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.gelu(self.norm1(F.max_pool2d(self.conv1(x), 2)))
+        return F.gelu(self.norm2(self.conv2(x)))
+
+
+class AirNet(nn.Module):
+    def __init__(
+        self,
+        num_classes: int,
+        in_chans: int,
+        widths: tuple[int, ...],
+        whiten_width: int,
+        batchnorm_momentum: float,
+        scaling: float,
+    ):
+        super().__init__()
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        # One filter per eigenvector of the (in_chans * k * k)-dim patch covariance, and its negation.
+        whiten_channels = 2 * in_chans * whiten_width**2
+        self.whiten = nn.Conv2d(in_chans, whiten_channels, whiten_width, padding=0, bias=True)
+        self.whiten.weight.requires_grad_(False)
+        nn.init.zeros_(self.whiten.bias)
+        channels = (whiten_channels, *widths)
+        self.groups = nn.Sequential(*(ConvGroup(a, b, batchnorm_momentum) for a, b in zip(channels[:-1], channels[1:])))
+        self.head = GlobalPoolHead(widths[-1], num_classes, pool="max", bias=False, scale=scaling)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_chans, H, W) -> (B, widths[-1], h, w), the last group's feature map."""
+        return self.groups(F.gelu(self.whiten(x)))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def min_input_size(whiten_width: int, groups: int) -> int:
+    """The smallest image side that still leaves 1x1 after the whitening conv and the groups' pools."""
+    return 2**groups + whiten_width - 1
+
+
+@register_model("airnet")
+def airnet(
+    num_classes: int,
+    in_chans: int,
+    input_size: tuple[int, int],
+    widths: tuple[int, ...] = (64, 256, 256),
+    whiten_width: int = 2,
+    batchnorm_momentum: float = 0.6,
+    scaling: float = 1 / 9,
+) -> AirNet:
+    """Build airnet; call `init_whitening` on training images before training.
+
+    Args:
+        widths: output channels of each conv group (airbench94: 64, 256, 256).
+        whiten_width: side of the whitened patches in pixels (2); the whitening layer has
+            2 * in_chans * whiten_width**2 output channels.
+        batchnorm_momentum: weight of the old running statistics at each update, airbench's
+            convention (0.6); torch's `momentum` is 1 minus this.
+        scaling: constant the logits are multiplied by (1/9).
+    """
+    if not widths:
+        raise ConfigError("airnet needs at least one conv group width; pass e.g. widths=(64, 256, 256).")
+    smallest = min_input_size(whiten_width, len(widths))
+    if min(input_size) < smallest:
+        raise ConfigError(
+            f"airnet with {len(widths)} conv groups needs images of at least {smallest}x{smallest} pixels, "
+            f"got {input_size[0]}x{input_size[1]}; resize the images or use fewer groups."
+        )
+    return AirNet(num_classes, in_chans, tuple(widths), whiten_width, batchnorm_momentum, scaling)
+
+
+def _patch_moments(images: torch.Tensor, width: int, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (D,) and covariance (D, D) in float64 of all width x width patches, D = C * width**2.
+
+    Patch vectors are ordered (channel, row, column), as a conv weight `(out, C, k, k)` flattens.
+    Sums run over chunks of images so 224x224 inputs do not hold every patch at once.
+    """
+    d = images.shape[1] * width**2
+    total = torch.zeros(d, dtype=torch.float64, device=images.device)
+    outer = torch.zeros(d, d, dtype=torch.float64, device=images.device)
+    count = 0
+    for batch in images.split(chunk):
+        patches = F.unfold(batch.double(), width)  # (B, D, L)
+        patches = patches.transpose(1, 2).reshape(-1, d)  # (B * L, D)
+        total += patches.sum(0)
+        outer += patches.T @ patches
+        count += len(patches)
+    mean = total / count
+    return mean, outer / count - torch.outer(mean, mean)
+
+
+@torch.no_grad()
+def init_whitening(model: AirNet, images: torch.Tensor, eps: float = 5e-4) -> None:
+    """Set the whitening layer so its output patches have zero mean and identity covariance on `images`.
+
+    With the patch covariance = V diag(l) V^T, the first half of the filters are the rows of
+    diag(1 / sqrt(l + eps)) V^T (largest eigenvalue first), the second half their negations,
+    and the bias subtracts the patch mean, so output covariance = diag(l / (l + eps)).
+
+    Args:
+        model: an `AirNet`; only `model.whiten` is changed.
+        images: (N, C, H, W) float training images, normalized as the model will see them;
+            a few thousand are plenty (airbench uses 5,000).
+        eps: added to the eigenvalues so near-constant directions are not blown up.
+    """
+    layer = model.whiten
+    mean, cov = _patch_moments(images, layer.kernel_size[0])
+    eigenvalues, eigenvectors = torch.linalg.eigh(cov)  # ascending
+    eigenvalues, eigenvectors = eigenvalues.flip(0), eigenvectors.flip(1)
+    filters = eigenvectors.T / torch.sqrt(eigenvalues.clamp(min=0) + eps)[:, None]  # (D, D), one filter per row
+    bias = -(filters @ mean)
+    layer.weight.copy_(torch.cat((filters, -filters)).reshape(layer.weight.shape))
+    layer.bias.copy_(torch.cat((bias, -bias)))

@@ -1,0 +1,88 @@
+"""Tile images into one picture, with optional captions: the layout every viz figure shares.
+
+Images are uint8 in channels-first layout, as the data pipeline makes them: a (N, C, H, W)
+tensor or array, or a list of (C, H, W) / (H, W) ones, C being 1 (grey) or 3 (RGB). Small
+images are upscaled by an integer factor with nearest-neighbour sampling, so every pixel the
+network saw stays a visible square instead of being smoothed away.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+ImageLike = torch.Tensor | np.ndarray
+
+
+def fit_scale(size: tuple[int, int], target: int) -> int:
+    """The integer upscaling factor that brings the longer side of an (H, W) image near `target` pixels (at least 1)."""
+    return max(1, round(target / max(size)))
+
+
+def _to_hwc(image: ImageLike) -> np.ndarray:
+    """A uint8 (C, H, W) or (H, W) tensor/array -> uint8 (H, W, 3) array."""
+    arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if arr.dtype != np.uint8:
+        raise TypeError(f"images must be uint8, got {arr.dtype}")
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or arr.shape[0] not in (1, 3):
+        raise TypeError(f"an image must be (C, H, W) with C 1 or 3, or (H, W); got shape {arr.shape}")
+    return np.ascontiguousarray(np.broadcast_to(arr, (3, *arr.shape[1:])).transpose(1, 2, 0))
+
+
+def to_pil(image: ImageLike, scale: int = 1) -> Image.Image:
+    """A uint8 (C, H, W) or (H, W) image -> RGB Pillow image, upscaled `scale` times with nearest neighbour."""
+    img = Image.fromarray(_to_hwc(image), mode="RGB")
+    return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST) if scale != 1 else img
+
+
+def image_grid(
+    images: ImageLike | Sequence[ImageLike],
+    captions: Sequence[str] | None = None,
+    ncols: int | None = None,
+    scale: int = 1,
+    pad: int = 2,
+    background: int = 255,
+) -> Image.Image:
+    """Tile images row by row into one RGB picture.
+
+    Args:
+        images: uint8 (N, C, H, W), or a list of (C, H, W) / (H, W) images; sizes may differ
+            (each is centred in a cell as large as the largest).
+        captions: one line of text under each image, or None for no caption row.
+        ncols: images per row; default ceil(sqrt(N)), a near-square grid.
+        scale: integer nearest-neighbour upscaling applied to every image.
+        pad: pixels of background around and between cells.
+        background: grey level (0..255) of the padding.
+    Returns:
+        An RGB image of ceil(N / ncols) rows and min(N, ncols) columns of cells.
+    """
+    tiles = [to_pil(im, scale) for im in images]
+    if not tiles:
+        raise ValueError("image_grid needs at least one image")
+    if captions is not None and len(captions) != len(tiles):
+        raise ValueError(f"got {len(captions)} captions for {len(tiles)} images")
+    ncols = min(ncols or math.ceil(math.sqrt(len(tiles))), len(tiles))
+    nrows = math.ceil(len(tiles) / ncols)
+
+    font = ImageFont.load_default()
+    boxes = [font.getbbox(text) for text in captions] if captions is not None else []
+    # Cells are wide enough for the widest caption; the caption row is as tall as the tallest text.
+    caption_h = max((b[3] for b in boxes), default=0) + (pad if boxes else 0)
+    cell_w = max([t.width for t in tiles] + [b[2] for b in boxes])
+    cell_h = max(t.height for t in tiles)
+
+    grid = Image.new("RGB", (pad + ncols * (cell_w + pad), pad + nrows * (cell_h + caption_h + pad)), (background,) * 3)
+    draw = ImageDraw.Draw(grid)
+    text_colour = (0,) * 3 if background >= 128 else (255,) * 3
+    for i, tile in enumerate(tiles):
+        x = pad + (i % ncols) * (cell_w + pad)
+        y = pad + (i // ncols) * (cell_h + caption_h + pad)
+        grid.paste(tile, (x + (cell_w - tile.width) // 2, y + (cell_h - tile.height) // 2))
+        if captions is not None:
+            draw.text((x + (cell_w - boxes[i][2]) // 2, y + cell_h + pad), captions[i], fill=text_colour, font=font)
+    return grid

@@ -1,0 +1,71 @@
+"""Matplotlib figures of a run: the tutorial's accuracy curve, sample grids, confusion matrix."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on servers and in CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_curves(history: Sequence[dict], path: str | Path) -> Path:
+    """Accuracy and loss per epoch, train against validation, as the tutorial plots them."""
+    epochs = [int(r["epoch"]) for r in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("acc", "loss")):
+        ax.plot(epochs, [float(r[f"train_{metric}"]) for r in history], "o-", label=f"train {metric}")
+        val = [r.get(f"val_{metric}") for r in history]
+        if all(v not in (None, "") for v in val):
+            ax.plot(epochs, [float(v) for v in val], "o-", label=f"val {metric}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("accuracy" if metric == "acc" else "loss")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right" if metric == "acc" else "upper right")
+    axes[0].set_ylim(0, 1)
+    return _save(fig, path)
+
+
+def plot_image_grid(images: torch.Tensor, captions: Sequence[str], path: str | Path, ncols: int = 5, title: str | None = None) -> Path:
+    """Images (N, C, H, W) uint8 in a grid, each with its caption below, as the tutorial shows the data."""
+    n = len(images)
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, (n + ncols - 1) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2 * ncols, 2.2 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, caption in zip(axes.flat, images, captions):
+        arr = img.permute(1, 2, 0).numpy()
+        ax.imshow(arr[:, :, 0] if arr.shape[2] == 1 else arr, cmap="gray" if arr.shape[2] == 1 else None, vmin=0, vmax=255)
+        ax.set_title(caption, fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_confusion(confusion: torch.Tensor, classes: Sequence[str], path: str | Path, title: str = "confusion matrix") -> Path:
+    """Rows are true classes, columns predicted; each cell shows its count."""
+    cm = confusion.numpy()
+    k = len(classes)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * k, 0.8 + 0.6 * k))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(k), classes, rotation=45, ha="right")
+    ax.set_yticks(range(k), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    threshold = cm.max() / 2 if cm.size else 0
+    for i, j in np.ndindex(cm.shape):
+        ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8, color="white" if cm[i, j] > threshold else "black")
+    return _save(fig, path)
