@@ -4,7 +4,7 @@ Every random draw comes from an explicit `torch.Generator`, so a run repeats exa
 are made on the generator's device and moved to the batch's. No function loops over images.
 
     flip        "random": each image mirrored left-right with probability 1/2.
-                "alternating" (airbench): a seeded mask fixed per dataset index picks half of
+                "alternating" (airbench): a seeded hash of the dataset index picks half of
                 the images; they are mirrored in even epochs and the other half in odd epochs,
                 so over two epochs every image is seen both ways.
     translate   shift by up to `translate` pixels each way, filling with the reflected image:
@@ -28,6 +28,7 @@ class AugmentConfig:
     flip: str = "none"  # one of FLIP_MODES
     translate: int = 0  # largest shift in pixels, each axis; 0 = off (airbench: 2)
     cutout: int = 0  # side of the zeroed square in pixels; 0 = off
+    flip_seed: int = 0  # picks which half the alternating flip mirrors in even epochs
 
     def __post_init__(self) -> None:
         if self.flip not in FLIP_MODES:
@@ -55,17 +56,34 @@ def batch_flip_lr(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return apply_flip(x, _rand(len(x), gen, x) < 0.5)
 
 
-def flip_mask(n: int, seed: int) -> torch.Tensor:
-    """The alternating flip's fixed choice for a dataset of n images: (n,) bool, true for about half."""
-    return torch.rand(n, generator=torch.Generator().manual_seed(seed)) < 0.5
+_PRIME = 2**31 - 1  # hashing modulo this keeps every product of two values inside int64
 
 
-def alternating_flip(x: torch.Tensor, epoch: int, mask: torch.Tensor) -> torch.Tensor:
-    """Mirror the images where `mask` is true in even epochs, and the others in odd epochs.
+def _mix(x: torch.Tensor) -> torch.Tensor:
+    """Scramble int64 values in [0, _PRIME): modular multiplications interleaved with xor-shifts."""
+    for multiplier in (48271, 69621, 16807):
+        x = (x * multiplier) % _PRIME
+        x = x ^ (x >> 16)
+    return x
+
+
+def flip_mask(indices: torch.Tensor, seed: int) -> torch.Tensor:
+    """The alternating flip's fixed choice for dataset images `indices`: bool, true for about half.
+
+    A hash of (index, seed), so the same image gets the same answer in every epoch and batch
+    without storing a mask; `flip_mask(torch.arange(n), seed)` is the whole dataset's.
+    """
+    offset = _mix(torch.tensor(seed % _PRIME, dtype=torch.int64, device=indices.device))
+    return ((_mix((indices.to(torch.int64) + offset) % _PRIME) >> 15) & 1).bool()
+
+
+def alternating_flip(x: torch.Tensor, epoch: int, indices: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Mirror the images whose `flip_mask` is true in even epochs, and the others in odd epochs.
 
     Args:
-        mask: this batch's rows of `flip_mask(len(dataset), seed)`, i.e. `mask_all[indices]`.
+        indices: (N,) dataset index of each image of the batch.
     """
+    mask = flip_mask(indices, seed).to(x.device)
     return apply_flip(x, mask if epoch % 2 == 0 else ~mask)
 
 
@@ -112,26 +130,18 @@ def batch_cutout(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tens
     return x.masked_fill(square, 0)
 
 
-def augment_batch(
-    x: torch.Tensor,
-    cfg: AugmentConfig,
-    gen: torch.Generator,
-    epoch: int = 0,
-    mask: torch.Tensor | None = None,
-) -> torch.Tensor:
+def augment_batch(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator, epoch: int, indices: torch.Tensor) -> torch.Tensor:
     """Apply flip, then translate, then cutout as `cfg` asks.
 
     Args:
         x: (N, C, H, W) batch, uint8 or float.
         epoch: the epoch number, for the alternating flip.
-        mask: with flip="alternating", this batch's rows of `flip_mask(len(dataset), seed)`.
+        indices: (N,) dataset index of each image, for the alternating flip.
     """
     if cfg.flip == "random":
         x = batch_flip_lr(x, gen)
     elif cfg.flip == "alternating":
-        if mask is None:
-            raise ValueError("flip='alternating' needs the batch's rows of flip_mask(len(dataset), seed) as mask")
-        x = alternating_flip(x, epoch, mask.to(x.device))
+        x = alternating_flip(x, epoch, indices, cfg.flip_seed)
     if cfg.translate:
         x = batch_translate(x, cfg.translate, gen)
     if cfg.cutout:

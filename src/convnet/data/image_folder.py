@@ -73,7 +73,7 @@ def load_image_folder(
     """
     root = Path(root).resolve()
     tree = _scan(root)
-    split = split if split in tree else next(iter(tree))
+    split = WHOLE if WHOLE in tree else split
     classes = tuple(sorted({c for by_class in tree.values() for c in by_class}))
     if not classes:
         raise DataError(f"No images found in {root}; an image folder holds {LAYOUT}.")
@@ -81,7 +81,7 @@ def load_image_folder(
         raise DataError(f"{root} has images of one class only ({classes[0]}); a classifier needs at least two class subfolders.")
     files, labels = _files_and_labels(tree[split], classes)
     if image_size is None or channels is None:
-        first_size, first_channels = _natural_format(tree[next(iter(tree))], classes)
+        first_size, first_channels = _natural_format(root, tree, classes)
         image_size, channels = image_size or first_size, channels or first_channels
     key = cache.cache_key("image-folder", root, files, split=split, size=list(image_size), channels=channels)
     stored = cache.load_arrays(key)
@@ -91,7 +91,7 @@ def load_image_folder(
     _warn_skipped(root, [str(s) for s in stored["skipped"]])
     return Dataset(
         images=torch.from_numpy(stored["images"]),
-        labels=torch.from_numpy(stored["labels"].astype(np.int64)),
+        labels=torch.from_numpy(stored["labels"]),
         classes=tuple(str(c) for c in stored["classes"]),
         source=f"{DESCRIPTION} {root} ({split})",
     )
@@ -122,19 +122,20 @@ def _files_and_labels(by_class: dict[str, list[Path]], classes: tuple[str, ...])
     return files, np.array(labels, dtype=np.int64)
 
 
-def _natural_format(by_class: dict[str, list[Path]], classes: tuple[str, ...]) -> tuple[tuple[int, int], int]:
-    """(H, W) and channel count of the first readable image, as it is displayed (EXIF applied).
+def _natural_format(root: Path, tree: dict[str, dict[str, list[Path]]], classes: tuple[str, ...]) -> tuple[tuple[int, int], int]:
+    """(H, W) and channel count of the folder's first readable image, as displayed (EXIF applied).
 
-    Taken from the first split, so that every split of a folder decodes to the same shape.
+    Taken from the whole folder, not the split asked for, so that every split decodes to one shape.
     """
-    for path in _files_and_labels(by_class, classes)[0]:
-        try:
-            with Image.open(path) as img:
-                upright = ImageOps.exif_transpose(img)
-                return (upright.height, upright.width), natural_channels(img)
-        except UNREADABLE:
-            continue
-    raise DataError(f"None of the image files in {path.parents[1]} could be read; check that they are images Pillow can open.")
+    for by_class in tree.values():
+        for path in _files_and_labels(by_class, classes)[0]:
+            try:
+                with Image.open(path) as img:
+                    upright = ImageOps.exif_transpose(img)
+                    return (upright.height, upright.width), natural_channels(img)
+            except UNREADABLE:
+                continue
+    raise DataError(f"None of the image files in {root} could be read; check that they are images Pillow can open.")
 
 
 def _decode_split(

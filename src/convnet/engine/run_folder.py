@@ -5,7 +5,7 @@
       history.csv        one row per finished epoch (HISTORY_FIELDS)
       model.safetensors  weights + ModelInfo (engine.checkpoint): evaluate, predict, serve read it
       state.pt           training state after the last finished epoch (model, optimizer,
-                         schedule, EMA, history), for --resume
+                         EMA, history), for --resume
       curves.png         accuracy and loss per epoch, train vs validation
       samples.png        the first training images with their classes
 

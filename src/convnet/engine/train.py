@@ -123,7 +123,8 @@ class _Trainer:
         self.optimizer = build_optimizer(self.model, config)
         self.steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
         total, warmup = config.epochs * self.steps_per_epoch, round(config.warmup_epochs * self.steps_per_epoch)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, total, warmup, config.schedule))
+        self.lr_factor = lambda step: lr_factor(step, total, warmup, config.schedule)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factor)
         self.ema = WeightAverage(self.model, config.ema) if config.ema else None
         self.forward = torch.compile(self.model) if config.compile else self.model
         self.images = data.train.images.to(self.device)
@@ -134,7 +135,13 @@ class _Trainer:
     def restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        # The schedule is a pure function of the step, rebuilt from config.json rather than from
+        # saved numbers: the run repeats exactly, and a learning rate edited there takes effect.
+        steps = state["epoch"] * self.steps_per_epoch
+        self.scheduler.last_epoch = steps
+        for group in self.optimizer.param_groups:
+            group["initial_lr"] = self.config.lr
+            group["lr"] = self.config.lr * self.lr_factor(steps)
         if self.ema is not None:
             self.ema.model.load_state_dict(state["ema"])
         self.history = state["history"]
@@ -198,7 +205,6 @@ class _Trainer:
             "epoch": epoch + 1,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
             "ema": self.ema.model.state_dict() if self.ema is not None else None,
             "history": self.history,
         }

@@ -13,6 +13,7 @@ operations, never a Python loop over pixels.
 """
 from __future__ import annotations
 
+import functools
 from typing import Iterator
 
 import numpy as np
@@ -196,23 +197,29 @@ class Conv2d(Module):
 
 
 class MaxPool2d(Module):
-    """Max over each window; the gradient goes to the first maximum, as in torch."""
+    """Max over each window; the gradient goes to the first maximum in the window, as in torch."""
 
     def __init__(self, kernel_size: int, stride: int | None = None):
         self.kernel_size, self.stride = kernel_size, stride or kernel_size
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        win = _windows(x, self.kernel_size, self.stride, 0)
-        flat = win.reshape(*win.shape[:4], -1)  # (N, C, Ho, Wo, k*k)
-        self._argmax = flat.argmax(axis=-1)[..., None]
+        # The max of k*k strided slices (one per kernel offset) is the max of each window, and
+        # cheaper than argmax over copied windows.
         self._x_shape = x.shape
-        return np.take_along_axis(flat, self._argmax, axis=-1)[..., 0]
+        self._win = _windows(x, self.kernel_size, self.stride, 0)  # (N, C, Ho, Wo, k, k) view
+        offsets = np.ndindex(self.kernel_size, self.kernel_size)
+        self._out = functools.reduce(np.maximum, (self._win[..., i, j] for i, j in offsets))
+        return self._out
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
         k = self.kernel_size
-        dwin = np.zeros((*grad.shape, k * k), dtype=grad.dtype)
-        np.put_along_axis(dwin, self._argmax, grad[..., None], axis=-1)
-        return _add_windows(dwin.reshape(*grad.shape, k, k), self._x_shape, self.stride, 0)
+        dwin = np.zeros((*grad.shape, k, k), dtype=grad.dtype)
+        taken = np.zeros(grad.shape, dtype=bool)  # windows whose maximum was already found
+        for i, j in np.ndindex(k, k):  # row-major: the first maximum wins ties, as in torch
+            first = (self._win[..., i, j] == self._out) & ~taken
+            dwin[..., i, j] = grad * first
+            taken |= first
+        return _add_windows(dwin, self._x_shape, self.stride, 0)
 
 
 class AvgPool2d(Module):

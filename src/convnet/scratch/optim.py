@@ -1,6 +1,7 @@
 """SGD with momentum and Adam, with torch.optim's defaults and update rules step for step."""
 from __future__ import annotations
 
+import math
 from typing import Iterable
 
 import numpy as np
@@ -73,5 +74,5 @@ class Adam(Optimizer):
         self._m[i] = b1 * self._m[i] + (1 - b1) * g
         self._v[i] = b2 * self._v[i] + (1 - b2) * g * g
         # torch divides sqrt(v) by sqrt(1 - b2^t) before adding eps, and scales lr by 1/(1 - b1^t).
-        denom = np.sqrt(self._v[i]) / np.sqrt(1 - b2**t) + self.eps
+        denom = np.sqrt(self._v[i]) / math.sqrt(1 - b2**t) + self.eps
         p.data = p.data - (self.lr / (1 - b1**t)) * self._m[i] / denom

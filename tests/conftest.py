@@ -1,0 +1,20 @@
+"""Fixtures shared across the suite: small real image folders written as PNG files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import write_colour_folder
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own CONVNET_HOME, so caches never leak between tests or into ~/.cache."""
+    monkeypatch.setenv("CONVNET_HOME", str(tmp_path_factory.mktemp("convnet_home")))
+
+
+@pytest.fixture(scope="session")
+def colour_folder(tmp_path_factory) -> Path:
+    """A flat image folder: 3 classes x 40 images of 24x24 RGB."""
+    return write_colour_folder(tmp_path_factory.mktemp("colours"), per_class=40)

@@ -1,0 +1,94 @@
+"""The training loop: it learns, its run folder is complete, resume repeats the run exactly."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from convnet.engine.config import TrainConfig
+from convnet.engine.train import TrainingDiverged, resume, train
+from convnet.errors import ConfigError
+from tests.helpers import write_colour_folder
+
+
+def _config(data, tmp_path, **kw):
+    base = dict(data=str(data), runs_dir=str(tmp_path / "runs"), name="r", epochs=2, batch_size=16, val_split=0.25)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_overfits_a_tiny_batch(colour_folder, tmp_path):
+    result = train(_config(colour_folder, tmp_path, limit=12, val_split=0.0, epochs=40, batch_size=12, lr=3e-3), progress=False)
+    assert result.metrics["train_acc"] == 1.0
+    assert float(result.history[-1]["train_loss"]) < 0.1 * float(result.history[0]["train_loss"])
+
+
+def test_run_folder_holds_everything_documented(colour_folder, tmp_path):
+    result = train(_config(colour_folder, tmp_path), progress=False)
+    files = {p.name for p in result.run_dir.iterdir()}
+    assert {"config.json", "history.csv", "model.safetensors", "state.pt", "curves.png", "samples.png"} <= files
+    config = TrainConfig.from_dict(json.loads((result.run_dir / "config.json").read_text()))
+    assert config == _config(colour_folder, tmp_path)
+    rows = list(csv.DictReader(open(result.run_dir / "history.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    # 40 images per class, a quarter of them carved out for validation.
+    assert float(rows[-1]["val_acc"]) * 30 == pytest.approx(round(float(rows[-1]["val_acc"]) * 30))
+
+
+def test_an_existing_run_folder_is_not_overwritten(colour_folder, tmp_path):
+    train(_config(colour_folder, tmp_path, epochs=1), progress=False)
+    before = (tmp_path / "runs/r/model.safetensors").read_bytes()
+    with pytest.raises(ConfigError, match="--resume"):
+        train(_config(colour_folder, tmp_path, epochs=1), progress=False)
+    assert (tmp_path / "runs/r/model.safetensors").read_bytes() == before
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(colour_folder, tmp_path):
+    train(_config(colour_folder, tmp_path, epochs=1, optimizer="sgd", lr=0.01), progress=False)
+    run = tmp_path / "runs/r"
+    good = (run / "model.safetensors").read_bytes()
+    config = json.loads((run / "config.json").read_text())
+    config.update(epochs=2, lr=float("inf"))  # the user edits the run to something absurd
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(TrainingDiverged, match="last good checkpoint"):
+        resume(run, progress=False)
+    assert (run / "model.safetensors").read_bytes() == good
+    assert len(list(csv.DictReader(open(run / "history.csv")))) == 1
+
+
+def test_resume_after_a_kill_ends_like_an_uninterrupted_run(tmp_path):
+    data = write_colour_folder(tmp_path / "data", per_class=200)
+    args = ["--data", str(data), "--epochs", "4", "--batch-size", "8", "--runs-dir", str(tmp_path / "runs"), "--quiet"]
+    subprocess.run([sys.executable, "-m", "convnet", "train", *args, "--name", "whole"], check=True)
+
+    proc = subprocess.Popen([sys.executable, "-m", "convnet", "train", *args, "--name", "killed"])
+    history = tmp_path / "runs/killed/history.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (history.exists() and len(history.read_text().splitlines()) >= 2):
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = torch.load(tmp_path / "runs/killed/state.pt", weights_only=False)
+    assert 1 <= state["epoch"] < 4, "the kill must land mid-run for this test to mean anything"
+
+    subprocess.run([sys.executable, "-m", "convnet", "train", "--resume", str(tmp_path / "runs/killed"), "--quiet"], check=True)
+    whole, resumed = load_file(tmp_path / "runs/whole/model.safetensors"), load_file(tmp_path / "runs/killed/model.safetensors")
+    assert whole.keys() == resumed.keys()
+    for k in whole:
+        assert torch.equal(whole[k], resumed[k]), k
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in rows]  # noqa: E731
+    read = lambda name: list(csv.DictReader(open(tmp_path / f"runs/{name}/history.csv")))  # noqa: E731
+    assert strip(read("whole")) == strip(read("killed"))
+
+
+def test_same_seed_same_weights_on_cpu(colour_folder, tmp_path):
+    a = train(_config(colour_folder, tmp_path, name="a", epochs=1), progress=False)
+    b = train(_config(colour_folder, tmp_path, name="b", epochs=1), progress=False)
+    wa, wb = load_file(a.run_dir / "model.safetensors"), load_file(b.run_dir / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)

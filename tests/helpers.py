@@ -1,0 +1,22 @@
+"""Helpers the tests share: small real data sets written as files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+COLOURS = {"red": 0, "green": 1, "blue": 2}
+
+
+def write_colour_folder(root: Path, per_class: int, size: int = 24, seed: int = 0) -> Path:
+    """ROOT/<red|green|blue>/NNN.png: noisy images whose strongest channel is the class."""
+    rng = np.random.default_rng(seed)
+    for name, channel in COLOURS.items():
+        d = root / name
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            img = rng.integers(0, 120, size=(size, size, 3), dtype=np.uint8)
+            img[:, :, channel] = rng.integers(120, 256, size=(size, size), dtype=np.uint8)
+            Image.fromarray(img).save(d / f"{i:03d}.png")
+    return root
