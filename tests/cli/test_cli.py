@@ -1,0 +1,102 @@
+"""The `convnet` command end to end on a tiny real image folder."""
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from convnet.cli import main
+
+
+@pytest.fixture(scope="module")
+def trained(colour_folder, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    assert main(["train", "--data", str(colour_folder), "--epochs", "3", "--batch-size", "16", "--runs-dir", str(runs), "--name", "t", "--quiet"]) == 0
+    return runs / "t" / "model.safetensors"
+
+
+def test_summary_prints_the_tutorial_total(capsys):
+    assert main(["summary", "--model", "tutorial"]) == 0
+    out = capsys.readouterr().out
+    assert "Total params: 122,570" in out and "(None, 64, 4, 4)" in out
+
+
+def test_summary_of_a_spec_and_its_errors(capsys):
+    assert main(["summary", "--arch", "c16-b-p-d32", "--input", "1x28x28", "--classes", "4"]) == 0
+    out = capsys.readouterr().out
+    # conv 1->16 (160) + BN (32) + dense 16*13*13 -> 32 (86,560) + out 32 -> 4 (132)
+    assert "Total params: 86,884" in out
+    assert main(["summary", "--arch", "c16-p-p-p-p-p", "--input", "3x16x16"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Layer 5 'p'")  # 16 -c-> 14 -p-> 7 -p-> 3 -p-> 1 -p-> 0 and err.count("\n") == 1
+
+
+def test_train_evaluate_predict(trained, colour_folder, tmp_path, capsys):
+    capsys.readouterr()
+    assert main(["evaluate", str(trained), "--data", str(colour_folder), "--json", "--out", str(tmp_path / "ev")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n"] == 120 and 0.0 <= report["accuracy"] <= 1.0
+    assert set(report["per_class"]) == {"red", "green", "blue"}
+    assert sum(sum(row) for row in report["confusion_matrix"]) == 120
+    assert (tmp_path / "ev" / "confusion.png").stat().st_size > 0
+
+    # the run's own carved validation split (10% of 120), rebuilt from config.json
+    assert main(["evaluate", str(trained), "--split", "val", "--json", "--out", str(tmp_path / "ev2")]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 12
+
+
+def test_predict_a_folder_with_a_broken_file(trained, colour_folder, tmp_path, capsys):
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    for i, name in enumerate(["a.png", "b.jpg"]):
+        Image.open(colour_folder / "red" / f"{i:03d}.png").convert("RGB").save(folder / name)
+    (folder / "c.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    capsys.readouterr()
+    assert main(["predict", str(trained), str(folder), "--top-k", "2"]) == 1
+    out, err = capsys.readouterr()
+    assert len(out.strip().splitlines()) == 2 and all(line.count(",") == 1 for line in out.strip().splitlines())
+    assert err.strip().splitlines() == [err.strip()] and "c.jpg" in err
+
+    assert main(["predict", str(trained), str(folder), "--json"]) == 1
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [sorted(x) for x in lines] == [["path", "predictions"], ["path", "predictions"], ["error", "path"]]
+    probs = [p["probability"] for p in lines[0]["predictions"]]
+    assert probs == sorted(probs, reverse=True) and len(probs) == 3 and {p["class"] for p in lines[0]["predictions"]} == {"red", "green", "blue"}
+
+
+def test_show_data_writes_a_png(colour_folder, tmp_path, capsys):
+    assert main(["show-data", "--data", str(colour_folder), "--count", "4", "--out", str(tmp_path / "s.png")]) == 0
+    assert Image.open(tmp_path / "s.png").size[0] > 100
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["train", "--data", "/no/such/folder", "--quiet"], "/no/such/folder"),
+        (["train", "--epochs", "0"], "--epochs"),
+        (["evaluate", "/no/model.safetensors"], "No model file"),
+        (["predict", "/no/model.safetensors", "x.png"], "No model file"),
+    ],
+)
+def test_bad_input_is_one_clear_sentence_and_exit_2(argv, fragment, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and fragment in err and err.count("\n") == 1
+
+
+def test_unknown_class_in_evaluation_data_is_an_error(trained, tmp_path, capsys):
+    other = tmp_path / "other"
+    for cls in ("red", "purple"):
+        (other / cls).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (24, 24), (200, 0, 200)).save(other / cls / f"{i}.png")
+    assert main(["evaluate", str(trained), "--data", str(other)]) == 2
+    assert "purple" in capsys.readouterr().err
+
+
+def test_entry_points_run():
+    for cmd in (["convnet"], [sys.executable, "-m", "convnet"]):
+        exe = cmd if cmd[0] != "convnet" else [str(__import__("pathlib").Path(sys.executable).parent / "convnet")]
+        out = subprocess.run([*exe, "--help"], capture_output=True, text=True, check=True).stdout
+        assert "train" in out and "predict" in out
