@@ -89,7 +89,7 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
-def _model_info(config: TrainConfig, data: TrainData, metrics: dict) -> ModelInfo:
+def model_info(config: TrainConfig, data: TrainData, metrics: dict) -> ModelInfo:
     c, h, w = data.train.image_shape
     return ModelInfo(
         model=config.model,
@@ -104,11 +104,53 @@ def _model_info(config: TrainConfig, data: TrainData, metrics: dict) -> ModelInf
     )
 
 
-class _Trainer:
-    """One run's moving parts; `fit` runs the remaining epochs."""
+class EpochLoop:
+    """The loop both engines share: epochs, per-epoch lines, history and checkpoints.
+
+    An engine provides `train_epoch(epoch) -> (loss, accuracy, seconds)`, `validate(tta) ->
+    (loss, accuracy)`, `save(epoch)`, `save_model(metrics)` and `lr`.
+    """
 
     def __init__(self, config: TrainConfig, data: TrainData, run: RunFolder, progress: bool):
         self.config, self.data, self.run, self.progress = config, data, run, progress
+        self.history: list[dict] = []
+        self.start_epoch = 0
+
+    def fit(self) -> dict:
+        cfg = self.config
+        for epoch in range(self.start_epoch, cfg.epochs):
+            train_loss, train_acc, seconds = self.train_epoch(epoch)
+            val_loss, val_acc = self.validate()
+            row = dict(
+                epoch=epoch + 1, train_loss=round(train_loss, 6), train_acc=round(train_acc, 6),
+                val_loss=None if val_loss is None else round(val_loss, 6), val_acc=None if val_acc is None else round(val_acc, 6),
+                lr=self.lr, seconds=round(seconds, 3), images_per_s=round(len(self.data.train) / seconds, 1),
+            )
+            self.history.append(row)
+            self.save(epoch)
+            val_text = "" if val_acc is None else f"  val loss {val_loss:.4f} acc {val_acc:.4f}"
+            self.say(f"epoch {epoch + 1}/{cfg.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}{val_text}  {seconds:.1f}s ({row['images_per_s']:.0f} img/s)")
+        metrics = dict(self.history[-1])
+        if cfg.tta and self.data.val is not None:
+            metrics["val_acc_tta"] = round(self.validate(cfg.tta)[1], 6)
+            self.say(f"validation accuracy with TTA level {cfg.tta}: {metrics['val_acc_tta']:.4f}")
+            self.save_model(metrics)
+        return metrics
+
+    def progress_bar(self, epoch: int) -> tqdm:
+        return tqdm(total=len(self.data.train), desc=f"epoch {epoch + 1}/{self.config.epochs}", unit="img",
+                    disable=not self.progress, leave=False, dynamic_ncols=True)
+
+    def say(self, text: str) -> None:
+        if self.progress:
+            tqdm.write(text)
+
+
+class _Trainer(EpochLoop):
+    """The torch engine."""
+
+    def __init__(self, config: TrainConfig, data: TrainData, run: RunFolder, progress: bool):
+        super().__init__(config, data, run, progress)
         self.device = resolve_device(config.device)
         self.amp = autocast_dtype(config.precision, self.device)
         c, h, w = data.train.image_shape
@@ -129,8 +171,6 @@ class _Trainer:
         self.forward = torch.compile(self.model) if config.compile else self.model
         self.images = data.train.images.to(self.device)
         self.labels = data.train.labels.to(self.device)
-        self.history: list[dict] = []
-        self.start_epoch = 0
 
     def restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -161,7 +201,7 @@ class _Trainer:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
         seen, start = 0, time.perf_counter()
-        bar = tqdm(total=len(order), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="img", disable=not self.progress, leave=False, dynamic_ncols=True)
+        bar = self.progress_bar(epoch)
         for step, i in enumerate(range(0, len(order), cfg.batch_size)):
             idx = order[i : i + cfg.batch_size]
             x = augment_batch(self.images[idx], cfg.augment, gen, epoch, idx)
@@ -200,44 +240,25 @@ class _Trainer:
         labels = self.data.val.labels
         return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
 
+    @property
+    def lr(self) -> float:
+        return self.scheduler.get_last_lr()[0]
+
+    def save_model(self, metrics: dict) -> None:
+        save_model(self.run.model_path, self.eval_model, model_info(self.config, self.data, metrics))
+
     def save(self, epoch: int) -> None:
-        state = {
+        # The model file first: a kill between the two writes leaves state.pt one epoch behind, and
+        # resuming from it redoes that epoch identically.
+        self.save_model(self.history[-1])
+        self.run.save_state({
             "epoch": epoch + 1,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "ema": self.ema.model.state_dict() if self.ema is not None else None,
             "history": self.history,
-        }
-        # The model file first: a kill between the two writes leaves state.pt one epoch behind, and
-        # resuming from it redoes that epoch identically.
-        save_model(self.run.model_path, self.eval_model, _model_info(self.config, self.data, self.history[-1]))
-        self.run.save_state(state)
+        })
         self.run.write_history(self.history)
-
-    def fit(self) -> dict:
-        cfg = self.config
-        for epoch in range(self.start_epoch, cfg.epochs):
-            train_loss, train_acc, seconds = self.train_epoch(epoch)
-            val_loss, val_acc = self.validate()
-            row = dict(
-                epoch=epoch + 1, train_loss=round(train_loss, 6), train_acc=round(train_acc, 6),
-                val_loss=None if val_loss is None else round(val_loss, 6), val_acc=None if val_acc is None else round(val_acc, 6),
-                lr=self.scheduler.get_last_lr()[0], seconds=round(seconds, 3), images_per_s=round(len(self.labels) / seconds, 1),
-            )
-            self.history.append(row)
-            self.save(epoch)
-            val_text = "" if val_acc is None else f"  val loss {val_loss:.4f} acc {val_acc:.4f}"
-            self._say(f"epoch {epoch + 1}/{cfg.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}{val_text}  {seconds:.1f}s ({row['images_per_s']:.0f} img/s)")
-        metrics = dict(self.history[-1])
-        if cfg.tta and self.data.val is not None:
-            metrics["val_acc_tta"] = round(self.validate(cfg.tta)[1], 6)
-            self._say(f"validation accuracy with TTA level {cfg.tta}: {metrics['val_acc_tta']:.4f}")
-            save_model(self.run.model_path, self.eval_model, _model_info(cfg, self.data, metrics))
-        return metrics
-
-    def _say(self, text: str) -> None:
-        if self.progress:
-            tqdm.write(text)
 
 
 def train(config: TrainConfig, progress: bool = True) -> RunResult:
@@ -245,11 +266,11 @@ def train(config: TrainConfig, progress: bool = True) -> RunResult:
     data = prepare_data(config)
     run = RunFolder.create(config)
     if config.engine == "scratch":
-        from convnet.engine.scratch_fit import fit_scratch
-
-        return fit_scratch(config, data, run, progress)
+        from convnet.engine.scratch_fit import ScratchTrainer as engine
+    else:
+        engine = _Trainer
     _write_samples(run, data.train)
-    return _fit(_Trainer(config, data, run, progress), run)
+    return _fit(engine(config, data, run, progress), run)
 
 
 def resume(run_dir: str | Path, progress: bool = True) -> RunResult:
@@ -264,8 +285,7 @@ def resume(run_dir: str | Path, progress: bool = True) -> RunResult:
         trainer.restore(state)
     if trainer.start_epoch >= config.epochs:
         raise ConvnetError(f"{run.path} already finished its {config.epochs} epochs; nothing to resume.")
-    if progress:
-        tqdm.write(f"resuming {run.path} after epoch {trainer.start_epoch}")
+    trainer.say(f"resuming {run.path} after epoch {trainer.start_epoch}")
     return _fit(trainer, run)
 
 
