@@ -68,7 +68,10 @@ def python2_batch(rows: np.ndarray, labels: list[int]) -> bytes:
         return b"U" + bytes([len(b)]) + b
 
     raw = rows.tobytes()
-    dtype = b"cnumpy\ndtype\n" + short_str(b"u1") + b"K\x00K\x01\x87R" + b"(K\x03" + short_str(b"|") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+    dtype = (
+        b"cnumpy\ndtype\n" + short_str(b"u1") + b"K\x00K\x01\x87R"
+        + b"(K\x03" + short_str(b"|") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+    )
     array = (
         b"cnumpy.core.multiarray\n_reconstruct\n" + b"cnumpy\nndarray\n" + b"K\x00\x85" + short_str(b"b") + b"\x87R"
         + b"(K\x01" + b"K" + bytes([len(rows)]) + b"M\x00\x0c\x86" + dtype + b"\x89" + b"T" + struct.pack("<I", len(raw)) + raw + b"tb"
@@ -139,7 +142,7 @@ def server(tmp_path, tiny_cifar):
     """Serves tiny_cifar's archive at <url>/cifar-10-python.tar.gz."""
     handler = functools.partial(_QuietHandler, directory=str(tiny_cifar.archive.parent))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()

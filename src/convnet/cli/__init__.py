@@ -64,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConvnetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`convnet explain | head`): not an error of ours; silence the flush at exit.
+        sys.stdout = None
+        return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -43,21 +43,22 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
         raise
 
 
-def cache_key(kind: str, root: Path, files: Iterable[Path], **params: object) -> str:
+def cache_key(kind: str, root: Path, files: Iterable[str], **params: object) -> str:
     """A hex digest of what a decoded dataset depends on.
 
     Args:
         kind: the source kind, e.g. "image-folder".
         root: the folder the files are in; its resolved path is part of the key.
-        files: every file that is read; each adds its path relative to `root`, size and mtime.
+        files: every file that is read, as a path relative to `root`; each adds that path, its
+            size and its modification time.
         params: the other inputs (split, requested size and channels); must be JSON-able.
     """
     root = Path(root).resolve()
     h = hashlib.sha256()
     h.update(json.dumps([FORMAT_VERSION, kind, str(root), params], sort_keys=True).encode())
-    for f in files:
-        st = f.stat()
-        h.update(f"\n{f.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    for name in files:
+        st = os.stat(os.path.join(root, name))
+        h.update(f"\n{name}\0{st.st_size}\0{st.st_mtime_ns}".encode())
     return h.hexdigest()[:32]
 
 

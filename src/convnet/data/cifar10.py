@@ -77,7 +77,7 @@ def download_cifar10(dest: Path, url: str = URL, md5: str = MD5, timeout: float 
     advice = f"put {ARCHIVE} at {dest} yourself or pass --data with the dataset to use"
 
     def fetch(tmp: str) -> None:
-        digest = hashlib.md5()
+        digest = hashlib.md5(usedforsecurity=False)  # a checksum, not security
         with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {ARCHIVE}", disable=None) as bar:
@@ -86,7 +86,9 @@ def download_cifar10(dest: Path, url: str = URL, md5: str = MD5, timeout: float 
                     digest.update(block)
                     bar.update(len(block))
         if digest.hexdigest() != md5:
-            raise DataError(f"The file downloaded from {url} is damaged (MD5 {digest.hexdigest()}, expected {md5}); try again, or {advice}.")
+            raise DataError(
+                f"The file downloaded from {url} is damaged (MD5 {digest.hexdigest()}, expected {md5}); try again, or {advice}."
+            )
 
     try:
         atomic_write(dest, fetch)
@@ -111,7 +113,10 @@ def load_cifar10(path: str | Path, split: str) -> Dataset:
         batch = _unpickle(members[name], path)
         data = np.asarray(_field(batch, "data"))
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-            raise DataError(f"{name} in {path} holds {data.dtype} data of shape {data.shape}, not CIFAR-10's (N, 3072) uint8; download the archive again.")
+            raise DataError(
+                f"{name} in {path} holds {data.dtype} data of shape {data.shape}, not CIFAR-10's (N, 3072) uint8; "
+                "download the archive again."
+            )
         images.append(data.reshape(-1, 3, 32, 32))  # rows are R, G, B planes of 32x32
         labels.append(np.asarray(_field(batch, "labels"), dtype=np.int64))
     return Dataset(
@@ -158,7 +163,8 @@ def _unpickle(data: bytes, path: Path) -> dict:
     except Exception as e:  # a damaged pickle can raise nearly anything
         raise DataError(f"{path} holds a batch that is not a CIFAR-10 pickle ({e}); download the archive again.") from e
     if not isinstance(batch, dict):
-        raise DataError(f"{path} holds a batch that is not a CIFAR-10 pickle (a {type(batch).__name__}, not a dict); download the archive again.")
+        kind = type(batch).__name__
+        raise DataError(f"{path} holds a batch that is not a CIFAR-10 pickle (a {kind}, not a dict); download the archive again.")
     return batch
 
 

@@ -64,9 +64,15 @@ def load_fashion_mnist(folder: str | Path = DEFAULT_DIR, split: str = "train") -
     images = read_idx(idx_file(folder, image_name))
     labels = read_idx(idx_file(folder, label_name))
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise DataError(f"The {split} files in {folder} hold images {images.shape} and labels {labels.shape}, not (N, H, W) and (N,); replace them with good copies.")
+        raise DataError(
+            f"The {split} files in {folder} hold images {images.shape} and labels {labels.shape}, "
+            "not (N, H, W) and (N,); replace them with good copies."
+        )
     if labels.size and labels.max() >= len(CLASSES):
-        raise DataError(f"The {split} labels in {folder} go up to {labels.max()}, beyond Fashion-MNIST's {len(CLASSES)} classes; replace them with good copies.")
+        raise DataError(
+            f"The {split} labels in {folder} go up to {labels.max()}, beyond Fashion-MNIST's {len(CLASSES)} classes; "
+            "replace them with good copies."
+        )
     return Dataset(
         images=torch.from_numpy(images[:, None].copy()),  # (N, 1, H, W); copy: frombuffer arrays are read-only
         labels=torch.from_numpy(labels.astype(np.int64)),

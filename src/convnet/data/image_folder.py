@@ -6,14 +6,12 @@
 Images may be JPEG, PNG, BMP, GIF, WebP or TIFF of any size and mode; each goes through
 `images.load_image`, the conversion prediction uses too. Files Pillow cannot read are skipped
 and named in one `DataWarning`. Decoded splits are cached (see `cache.py`), so only the first
-load of a folder pays for decoding: on 2 cores, CIFAR-10's 50,000 32x32 JPEGs take a few
-seconds with two worker processes (see `tests/data/test_image_folder.py` for how it is checked).
+load of a folder pays for decoding; large folders are decoded by one worker process per core.
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
-import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -79,7 +77,9 @@ def load_image_folder(
         raise DataError(f"No images found in {root}; an image folder holds {LAYOUT}.")
     if len(classes) == 1:
         raise DataError(f"{root} has images of one class only ({classes[0]}); a classifier needs at least two class subfolders.")
-    files, labels = _files_and_labels(tree[split], classes)
+    files, labels = _files_and_labels(tree[split], classes)  # files: paths relative to root
+    if not files:
+        raise DataError(f"No images found in {root / split}; put one subfolder of images per class there.")
     if image_size is None or channels is None:
         first_size, first_channels = _natural_format(root, tree, classes)
         image_size, channels = image_size or first_size, channels or first_channels
@@ -101,19 +101,36 @@ def _subdirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _scan(root: Path) -> dict[str, dict[str, list[Path]]]:
-    """split -> class -> sorted image files, for every split; classes without images are left out."""
+def _scan(root: Path) -> dict[str, dict[str, list[str]]]:
+    """split -> class -> sorted image paths relative to `root`, for every split.
+
+    Classes without images are left out. Relative strings rather than `Path`s: at 50,000 files,
+    making and comparing `Path` objects costs more than listing the files.
+    """
     if not root.is_dir():
         raise DataError(f"{root} is not a folder; pass a folder that holds {LAYOUT}.")
     tree = {}
     for split in folder_splits(root):
         base = root if split == WHOLE else root / split
-        by_class = {d.name: sorted(p for p in d.rglob("*") if p.is_file() and is_image_file(p)) for d in _subdirs(base)}
+        by_class = {d.name: sorted(_image_files(root, d.relative_to(root).as_posix())) for d in _subdirs(base)}
         tree[split] = {name: files for name, files in by_class.items() if files}
     return tree
 
 
-def _files_and_labels(by_class: dict[str, list[Path]], classes: tuple[str, ...]) -> tuple[list[Path], np.ndarray]:
+def _image_files(root: Path, folder: str) -> Iterator[str]:
+    """Image files under root/folder at any depth, relative to root; hidden entries and linked
+    folders are passed over. `os.scandir` tells files from folders without a stat call per file."""
+    with os.scandir(root / folder) as entries:
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                yield from _image_files(root, f"{folder}/{entry.name}")
+            elif entry.is_file() and is_image_file(Path(entry.name)):
+                yield f"{folder}/{entry.name}"
+
+
+def _files_and_labels(by_class: dict[str, list[str]], classes: tuple[str, ...]) -> tuple[list[str], np.ndarray]:
     files, labels = [], []
     for label, name in enumerate(classes):
         found = by_class.get(name, [])
@@ -122,25 +139,25 @@ def _files_and_labels(by_class: dict[str, list[Path]], classes: tuple[str, ...])
     return files, np.array(labels, dtype=np.int64)
 
 
-def _natural_format(root: Path, tree: dict[str, dict[str, list[Path]]], classes: tuple[str, ...]) -> tuple[tuple[int, int], int]:
+def _natural_format(root: Path, tree: dict[str, dict[str, list[str]]], classes: tuple[str, ...]) -> tuple[tuple[int, int], int]:
     """(H, W) and channel count of the folder's first readable image, as displayed (EXIF applied).
 
     Taken from the whole folder, not the split asked for, so that every split decodes to one shape.
     """
     for by_class in tree.values():
-        for path in _files_and_labels(by_class, classes)[0]:
+        for name in _files_and_labels(by_class, classes)[0]:
             try:
-                with Image.open(path) as img:
+                with Image.open(root / name) as img:
                     upright = ImageOps.exif_transpose(img)
                     return (upright.height, upright.width), natural_channels(img)
             except UNREADABLE:
                 continue
-    raise DataError(f"None of the image files in {root} could be read; check that they are images Pillow can open.")
+    raise _none_readable(root)
 
 
 def _decode_split(
     root: Path,
-    files: list[Path],
+    files: list[str],
     labels: np.ndarray,
     classes: tuple[str, ...],
     size: tuple[int, int],
@@ -150,28 +167,28 @@ def _decode_split(
     images = np.empty((len(files), channels, *size), dtype=np.uint8)  # (N, C, H, W)
     ok = np.ones(len(files), dtype=bool)
     chunks = [files[i : i + _CHUNK] for i in range(0, len(files), _CHUNK)]
-    show = len(files) >= _PROGRESS_MIN and sys.stderr.isatty()
-    with _parallel_map(len(files)) as pmap, tqdm(total=len(files), desc="decoding images", unit="img", disable=not show) as bar:
+    quiet = True if len(files) < _PROGRESS_MIN else None  # None: tqdm shows the bar on a terminal only
+    with _parallel_map(len(files)) as pmap, tqdm(total=len(files), desc="decoding images", unit="img", disable=quiet) as bar:
         start = 0
-        for arrays, bad in pmap(_decode_chunk, [(chunk, size, channels) for chunk in chunks]):
+        for arrays, bad in pmap(_decode_chunk, [(str(root), chunk, size, channels) for chunk in chunks]):
             images[start : start + len(arrays)] = arrays
             ok[[start + i for i in bad]] = False
             start += len(arrays)
             bar.update(len(arrays))
-    skipped = [f.relative_to(root).as_posix() for f, good in zip(files, ok) if not good]
+    skipped = [f for f, good in zip(files, ok) if not good]
     if not ok.any():
-        raise DataError(f"None of the {len(files)} image files in {root} could be read; check that they are images Pillow can open.")
+        raise _none_readable(root)
     return {"images": images[ok], "labels": labels[ok], "classes": np.array(classes), "skipped": np.array(skipped, dtype=str)}
 
 
-def _decode_chunk(job: tuple[list[Path], tuple[int, int], int]) -> tuple[np.ndarray, list[int]]:
-    """Decode a list of files in a worker; returns (images (n, C, H, W), indexes of unreadable files)."""
-    paths, size, channels = job
-    out = np.zeros((len(paths), channels, *size), dtype=np.uint8)
+def _decode_chunk(job: tuple[str, list[str], tuple[int, int], int]) -> tuple[np.ndarray, list[int]]:
+    """Decode files (relative to a root) in a worker; returns (images (n, C, H, W), indexes of unreadable ones)."""
+    root, names, size, channels = job
+    out = np.zeros((len(names), channels, *size), dtype=np.uint8)
     bad = []
-    for i, path in enumerate(paths):
+    for i, name in enumerate(names):
         try:
-            out[i] = load_image(path, size, channels).numpy()
+            out[i] = load_image(os.path.join(root, name), size, channels).numpy()
         except UNREADABLE:
             bad.append(i)
     return out, bad
@@ -194,12 +211,17 @@ def _parallel_map(n_files: int) -> Iterator[Callable]:
         yield pool.imap
 
 
+def _none_readable(root: Path) -> DataError:
+    return DataError(f"None of the image files in {root} could be read; check that they are images Pillow can open.")
+
+
 def _store(key: str, arrays: dict[str, np.ndarray]) -> None:
     try:
         cache.save_arrays(key, arrays)
     except OSError as e:
         # The data is already decoded; a cache that cannot be written only costs time next run.
-        warnings.warn(f"Could not cache the decoded images in {cache.cache_path(key).parent} ({e}); set CONVNET_HOME to a writable folder.", DataWarning, stacklevel=3)
+        where = cache.cache_path(key).parent
+        warnings.warn(f"Could not cache the decoded images in {where} ({e}); set CONVNET_HOME to a writable folder.", DataWarning, stacklevel=3)
 
 
 def _warn_skipped(root: Path, skipped: list[str]) -> None:

@@ -27,9 +27,9 @@ from safetensors.torch import load_file, save_file
 from convnet.data.images import load_image, pil_to_tensor
 from convnet.engine.inference import batched_logits, normalize  # noqa: F401  (normalize: part of this module's API)
 from convnet.errors import CheckpointError
+from convnet.formats import MODEL_FORMAT as FORMAT
 from convnet.models import create_model
 
-FORMAT = "convnet.model/1"
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,10 @@ class AirNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    def init_from_data(self, images: torch.Tensor) -> None:
+        """The training engine's hook for data-dependent initialisation: `init_whitening` on `images`."""
+        init_whitening(self, images)
+
 
 def min_input_size(whiten_width: int, groups: int) -> int:
     """The smallest image side that still leaves 1x1 after the whitening conv and the groups' pools."""
@@ -143,22 +147,32 @@ def airnet(
     return AirNet(num_classes, in_chans, tuple(widths), whiten_width, batchnorm_momentum, scaling)
 
 
-def _patch_moments(images: torch.Tensor, width: int, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def _patches(x: torch.Tensor, width: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C * width**2, L): every width x width patch as a column, as `F.unfold`
+    lays them out, built from width**2 shifted slices (F.unfold is far slower in float64 on CPU)."""
+    h, w = x.shape[2] - width + 1, x.shape[3] - width + 1
+    shifted = [x[:, :, i : i + h, j : j + w] for i in range(width) for j in range(width)]
+    return torch.stack(shifted, dim=2).reshape(x.shape[0], -1, h * w)
+
+
+def _patch_moments(images: torch.Tensor, width: int, chunk_values: int = 2**22) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (D,) and covariance (D, D) in float64 of all width x width patches, D = C * width**2.
 
     Patch vectors are ordered (channel, row, column), as a conv weight `(out, C, k, k)` flattens.
-    Sums run over chunks of images so 224x224 inputs do not hold every patch at once.
+    Sums run over chunks of about `chunk_values` patch values (32 MiB) so large images never
+    hold all their patches at once.
     """
-    d = images.shape[1] * width**2
+    _, c, h, w = images.shape
+    d = c * width**2
+    per_image = d * (h - width + 1) * (w - width + 1)
     total = torch.zeros(d, dtype=torch.float64, device=images.device)
     outer = torch.zeros(d, d, dtype=torch.float64, device=images.device)
     count = 0
-    for batch in images.split(chunk):
-        patches = F.unfold(batch.double(), width)  # (B, D, L)
-        patches = patches.transpose(1, 2).reshape(-1, d)  # (B * L, D)
-        total += patches.sum(0)
-        outer += patches.T @ patches
-        count += len(patches)
+    for batch in images.split(max(1, chunk_values // per_image)):
+        patches = _patches(batch.double(), width)  # (B, D, L)
+        total += patches.sum((0, 2))
+        outer += (patches @ patches.transpose(1, 2)).sum(0)
+        count += patches.shape[0] * patches.shape[2]
     mean = total / count
     return mean, outer / count - torch.outer(mean, mean)
 

@@ -22,14 +22,22 @@ IMAGE_SIZE = 4  # the tutorial's 4x4 example image
 
 
 def _check_sizes(n: int, kernel: int, stride: int, padding: int, pool: int, pool_stride: int) -> None:
-    for name, value, least in (("--kernel", kernel, 1), ("--stride", stride, 1), ("--padding", padding, 0), ("--pool", pool, 1), ("--pool-stride", pool_stride, 1)):
-        if value < least:
-            raise SpecError(f"{name} is {value} but must be at least {least}; pass a larger number.")
-    if conv_out_size(n, kernel, stride, padding) < 1:
-        raise SpecError(f"A {kernel}x{kernel} filter does not fit the {n}x{n} image with padding {padding}, so the convolution output would be empty; use a smaller --kernel or more --padding.")
+    """Raise `SpecError` for a setting out of range or one that leaves an empty map."""
+    least = {"--kernel": (kernel, 1), "--stride": (stride, 1), "--padding": (padding, 0), "--pool": (pool, 1), "--pool-stride": (pool_stride, 1)}
+    for name, (value, bound) in least.items():
+        if value < bound:
+            raise SpecError(f"{name} is {value} but must be at least {bound}; pass a larger number.")
     m = conv_out_size(n, kernel, stride, padding)
+    if m < 1:
+        raise SpecError(
+            f"A {kernel}x{kernel} filter does not fit the {n}x{n} image with padding {padding}, so the convolution "
+            "output would be empty; use a smaller --kernel or more --padding."
+        )
     if conv_out_size(m, pool, pool_stride, 0) < 1:
-        raise SpecError(f"A {pool}x{pool} pooling window does not fit the {m}x{m} convolution output, so the pooled map would be empty; use a smaller --pool or --kernel.")
+        raise SpecError(
+            f"A {pool}x{pool} pooling window does not fit the {m}x{m} convolution output, so the pooled map would be "
+            "empty; use a smaller --pool or --kernel."
+        )
 
 
 def _size_formula(n: int, k: int, p: int, s: int) -> dict:
@@ -49,12 +57,16 @@ def worked_example(
     pool: int = 2,
     pool_stride: int = 1,
     outputs: tuple[str, ...] = ("dog", "not dog"),
+    filters: np.ndarray | None = None,
+    bias: int | None = None,
 ) -> dict:
     """Run the worked example through the scratch layers.
 
     Args:
         image: (C, n, n) integer pixel values; by default a seeded random 3x4x4 image of 0..9.
         seed: draws the image, the filters (-1..1), the bias and the dense weights and biases (two decimals).
+        filters: (C, kernel, kernel) filter values to use instead of random ones.
+        bias: the convolution's bias instead of a random one.
     Returns:
         A JSON-ready dict; arrays are nested lists in (C, H, W) order: image, filters (C, k, k,
         the one filter's slice per channel), bias, conv (1, Ho, Wo, before ReLU), relu,
@@ -74,8 +86,10 @@ def worked_example(
     _check_sizes(n, kernel, stride, padding, pool, pool_stride)
 
     conv = L.Conv2d(c, 1, kernel, stride, padding)
-    conv.weight.data = weight_rng.integers(-1, 2, (1, c, kernel, kernel)).astype(np.float64)
-    conv.bias.data = weight_rng.integers(-1, 2, 1).astype(np.float64)
+    # Drawn even when given, so the dense weights that follow stay the seed's.
+    random_filters, random_bias = weight_rng.integers(-1, 2, (1, c, kernel, kernel)), weight_rng.integers(-1, 2, 1)
+    conv.weight.data = (random_filters if filters is None else np.reshape(filters, (1, c, kernel, kernel))).astype(np.float64)
+    conv.bias.data = (random_bias if bias is None else np.array([bias])).astype(np.float64)
     x = image[None].astype(np.float64)  # (1, C, n, n): a batch of one
     conv_map = conv.forward(x)
     relu = L.ReLU().forward(conv_map)

@@ -13,12 +13,12 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 
 from convnet.errors import CheckpointError, DataError
+from convnet.formats import MODEL_FORMAT
 from convnet.models.spec import TUTORIAL_SPEC, Layer, plan
 from convnet.scratch import layers as L
 from convnet.scratch.losses import softmax
 
 # The model file's format tag; checkpoint.FORMAT holds the same string but that module imports torch.
-MODEL_FORMAT = "convnet.model/1"
 
 
 class SequentialNet(L.Module):

@@ -12,7 +12,9 @@ The target layer is found generically, so every registered architecture works: t
 last module, in forward order, that still has a spatial map (4-D with more than one position).
 After it come only the flatten or global pooling and the dense head, so it is the most semantic
 map that can still say *where*. For the tutorial CNN it is the ReLU after the third convolution
-(64 x 4 x 4 on 32 x 32 input): the rectified output of the last convolution, as in the paper.
+(64 x 4 x 4 on 32 x 32 input): the rectified output of the last convolution, as in the paper. For
+airnet and resnet it is `forward_features`' output; for a spec ending in global pooling ('g') it
+is the map just before the pooling, which `forward_features` would already have pooled to 1x1.
 """
 from __future__ import annotations
 

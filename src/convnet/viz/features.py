@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from convnet.engine.checkpoint import Classifier, normalize
 from convnet.errors import ConfigError, DataError
@@ -38,7 +38,9 @@ def model_input(clf: Classifier, image) -> torch.Tensor:
     except FileNotFoundError:
         raise DataError(f"There is no image file at {image}; check the path.") from None
     except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(f"{image} cannot be read as an image ({e}); pass a PNG, JPEG or other file Pillow can open.") from None
+        # Pillow's "cannot identify image file" would only repeat the path; other reasons (truncated) help.
+        reason = "" if isinstance(e, UnidentifiedImageError) else f" ({e})"
+        raise DataError(f"{image} cannot be read as an image{reason}; pass a PNG, JPEG or other file Pillow can open.") from None
 
 
 def batch_of_one(clf: Classifier, image) -> torch.Tensor:
