@@ -195,7 +195,7 @@ def test_second_load_is_served_from_the_cache(tmp_path, convnet_home):
     assert load_image_folder(data).images[:, 0, 0, 0].tolist() == [10, 20]
 
 
-def test_changed_or_added_files_are_read_again(tmp_path):
+def test_changed_or_added_files_are_read_again(tmp_path, convnet_home):
     solid(tmp_path / "a" / "1.bmp", (10, 10, 10))
     solid(tmp_path / "b" / "1.bmp", (20, 20, 20))
     load_image_folder(tmp_path)
@@ -205,8 +205,10 @@ def test_changed_or_added_files_are_read_again(tmp_path):
     assert load_image_folder(tmp_path).images[:, 0, 0, 0].tolist() == [12, 20]
     solid(tmp_path / "b" / "2.bmp", (30, 30, 30))
     assert load_image_folder(tmp_path).images[:, 0, 0, 0].tolist() == [12, 20, 30]
-    # Another requested size is another cache entry, not the old one.
+    assert len(list((convnet_home / "cache").glob("*.npz"))) == 1  # the stale entries are gone
+    # Another requested size is another cache entry, kept beside the first.
     assert load_image_folder(tmp_path, image_size=(4, 4)).images.shape == (3, 3, 4, 4)
+    assert len(list((convnet_home / "cache").glob("*.npz"))) == 2
 
 
 def test_unwritable_cache_only_warns(tmp_path, monkeypatch):

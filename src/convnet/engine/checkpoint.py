@@ -14,8 +14,6 @@ Images go into the model as `(x / 255 - mean) / std` per channel, x being uint8 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from convnet.data.cache import atomic_write
 from convnet.data.images import load_image, pil_to_tensor
 from convnet.engine.inference import batched_logits, normalize  # noqa: F401  (normalize: part of this module's API)
 from convnet.errors import CheckpointError
@@ -54,20 +53,6 @@ class ModelInfo:
         d["input_size"] = tuple(d["input_size"])
         d["mean"], d["std"] = tuple(d["mean"]), tuple(d["std"])
         return cls(**d)
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path), then rename over `path`: a crash never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_model(path: str | Path, model: nn.Module, info: ModelInfo) -> None:

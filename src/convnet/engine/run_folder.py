@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from convnet.engine.checkpoint import atomic_write
+from convnet.data.cache import atomic_write
 from convnet.engine.config import TrainConfig
 from convnet.errors import CheckpointError, ConfigError
 

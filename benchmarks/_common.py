@@ -1,0 +1,62 @@
+"""What every benchmark records next to its figures: machine, versions, date; and a writer."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10-jpeg" / "train"
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "bf16_cpu": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+    }
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return ""
+
+
+def write_result(name: str, figures: dict) -> Path:
+    """benchmarks/results/<name>.json with the machine, versions, date and commit beside the figures."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    record = {"benchmark": name, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": git_commit(), "machine": machine(), **figures}
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {path}")
+    return path
+
+
+def timed_run(cmd: list[str], **kw) -> tuple[float, subprocess.CompletedProcess]:
+    """Run a command to completion; returns (wall seconds, the finished process)."""
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, **kw)
+    return time.perf_counter() - start, proc
