@@ -13,7 +13,7 @@ HELP = "Train a model (by default the tutorial's CNN on CIFAR-10 with the tutori
 # Flags that map one-to-one onto TrainConfig fields; None means "the recipe's value".
 _FIELDS = (
     "data", "val_split", "limit", "image_size", "channels", "normalize", "model", "epochs", "batch_size",
-    "optimizer", "lr", "momentum", "weight_decay", "schedule", "warmup_epochs", "label_smoothing", "ema",
+    "optimizer", "lr", "momentum", "weight_decay", "bias_lr_scale", "schedule", "warmup_epochs", "label_smoothing", "ema",
     "precision", "channels_last", "compile", "device", "eval_batch_size", "tta", "engine", "seed", "runs_dir", "name",
 )
 
@@ -36,6 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--momentum", type=float)
     p.add_argument("--weight-decay", type=float)
+    p.add_argument("--bias-lr-scale", type=float, help="learning-rate multiplier for biases and norm parameters")
     p.add_argument("--schedule", choices=("constant", "linear"), help="learning-rate schedule after the warm-up")
     p.add_argument("--warmup-epochs", type=float)
     p.add_argument("--label-smoothing", type=float)

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from convnet.data.cache import atomic_write
 from convnet.data.images import load_image, pil_to_tensor
 from convnet.engine.inference import batched_logits, normalize  # noqa: F401  (normalize: part of this module's API)
 from convnet.errors import CheckpointError
 from convnet.formats import MODEL_FORMAT as FORMAT
+from convnet.formats import read_model_arrays
 from convnet.models import create_model
 
 
@@ -47,8 +47,8 @@ class ModelInfo:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> ModelInfo:
-        d = json.loads(text)
+    def from_dict(cls, d: dict) -> ModelInfo:
+        d = dict(d)
         d["classes"] = tuple(d["classes"])
         d["input_size"] = tuple(d["input_size"])
         d["mean"], d["std"] = tuple(d["mean"]), tuple(d["std"])
@@ -64,22 +64,8 @@ def save_model(path: str | Path, model: nn.Module, info: ModelInfo) -> None:
 
 def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelInfo]:
     """Read weights and metadata; raises `CheckpointError` with a one-sentence reason."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.safetensors"
-    if not path.is_file():
-        raise CheckpointError(f"No model file at {path}; pass the model.safetensors written by `convnet train` (or its run folder).")
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({e}); pass a model.safetensors written by `convnet train`.") from None
-    if meta.get("format") != FORMAT or "convnet" not in meta:
-        raise CheckpointError(f"{path} is a safetensors file but not a convnet model (no '{FORMAT}' metadata); pass one written by `convnet train`.")
-    return state, ModelInfo.from_json(meta["convnet"])
+    state, info, _ = read_model_arrays(path, "pt")
+    return state, ModelInfo.from_dict(info)
 
 
 class Classifier:

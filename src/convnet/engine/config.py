@@ -31,7 +31,8 @@ class TrainConfig:
     optimizer: str = "adam"  # adam | sgd (Nesterov momentum)
     lr: float = 1e-3  # peak learning rate, per batch as given (no scaling by batch size)
     momentum: float = 0.9  # sgd only
-    weight_decay: float = 0.0  # L2 on weights (decoupled for adam: AdamW)
+    weight_decay: float = 0.0  # L2 on weights (decoupled for adam: AdamW); none on biases and norms
+    bias_lr_scale: float = 1.0  # learning-rate multiplier for biases and norm parameters (airbench: 64)
     schedule: str = "constant"  # constant | linear (warm-up, then linear decay to 0)
     warmup_epochs: float = 0.0  # linear warm-up length, in epochs (fractions allowed)
     label_smoothing: float = 0.0

@@ -77,7 +77,10 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     # No weight decay on biases and normalization parameters, as is usual (timm, airbench).
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay, "lr": config.lr},
+        {"params": no_decay, "weight_decay": 0.0, "lr": config.lr * config.bias_lr_scale},
+    ]
     if config.optimizer == "adam":
         # Keras's Adam uses epsilon 1e-7 where torch uses 1e-8; the tutorial trained with Keras's.
         opt_cls = torch.optim.AdamW if config.weight_decay else torch.optim.Adam
@@ -164,6 +167,7 @@ class _Trainer(EpochLoop):
             self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.model, config)
         self.steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
+        self.report_every = max(1, min(25, self.steps_per_epoch // 20))  # progress-bar updates: ~20 per epoch
         total, warmup = config.epochs * self.steps_per_epoch, round(config.warmup_epochs * self.steps_per_epoch)
         self.lr_factor = lambda step: lr_factor(step, total, warmup, config.schedule)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factor)
@@ -179,9 +183,9 @@ class _Trainer(EpochLoop):
         # saved numbers: the run repeats exactly, and a learning rate edited there takes effect.
         steps = state["epoch"] * self.steps_per_epoch
         self.scheduler.last_epoch = steps
-        for group in self.optimizer.param_groups:
-            group["initial_lr"] = self.config.lr
-            group["lr"] = self.config.lr * self.lr_factor(steps)
+        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+            group["initial_lr"] = base
+            group["lr"] = base * self.lr_factor(steps)
         if self.ema is not None:
             self.ema.model.load_state_dict(state["ema"])
         self.history = state["history"]
@@ -221,8 +225,8 @@ class _Trainer(EpochLoop):
             loss_sum += loss.detach() * len(y)
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
-            if step % 25 == 0 or seen == len(order):
-                mean_loss = loss_sum.item() / seen  # one device sync per 25 steps
+            if step % self.report_every == 0 or seen == len(order):
+                mean_loss = loss_sum.item() / seen  # a device sync: only every few steps
                 if not math.isfinite(mean_loss):
                     raise TrainingDiverged(
                         f"The loss became {mean_loss} in epoch {epoch + 1}; the last good checkpoint "

@@ -6,19 +6,15 @@ loads into this engine name for name, and the two give the same logits.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-from safetensors import SafetensorError, safe_open
 
 from convnet.errors import CheckpointError, DataError
-from convnet.formats import MODEL_FORMAT
+from convnet.formats import read_model_arrays
 from convnet.models.spec import TUTORIAL_SPEC, Layer, plan
 from convnet.scratch import layers as L
 from convnet.scratch.losses import softmax
-
-# The model file's format tag; checkpoint.FORMAT holds the same string but that module imports torch.
 
 
 class SequentialNet(L.Module):
@@ -102,20 +98,7 @@ def load_model_file(path: str | Path, dtype=np.float64) -> tuple[SequentialNet, 
         CheckpointError: when the file is missing, unreadable, not a convnet model, or a model
             this engine cannot build.
     """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.safetensors"
-    if not path.is_file():
-        raise CheckpointError(f"No model file at {path}; pass the model.safetensors written by `convnet train` (or its run folder).")
-    try:
-        with safe_open(str(path), framework="np") as f:
-            meta = f.metadata() or {}
-            state = {name: f.get_tensor(name) for name in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({e}); pass a model.safetensors written by `convnet train`.") from None
-    if meta.get("format") != MODEL_FORMAT or "convnet" not in meta:
-        raise CheckpointError(f"{path} is a safetensors file but not a convnet model (no '{MODEL_FORMAT}' metadata); pass one written by `convnet train`.")
-    info = json.loads(meta["convnet"])
+    state, info, path = read_model_arrays(path, "np")
     net = build_network(_spec_of(info, path), len(info["classes"]), info["in_chans"], tuple(info["input_size"]), dtype)
     try:
         net.load_state_dict(state)
