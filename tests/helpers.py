@@ -6,6 +6,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+# Small arguments for each registered model, so a test can build every one of them cheaply.
+LIGHT_ARGS = {"airnet": {"widths": (8, 16)}, "resnet": {"depth": 18, "width": 4}, "spec": {"arch": "c8k5p2-b-p-c16"}}
+
 COLOURS = {"red": 0, "green": 1, "blue": 2}
 
 

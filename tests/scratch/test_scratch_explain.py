@@ -52,7 +52,7 @@ def explain_json(*args: str) -> dict:
 
 
 def check_against_scipy(r: dict) -> None:
-    k, s, p = r["kernel"], r["stride"], r["padding"]
+    s, p = r["stride"], r["padding"]
     image = np.pad(np.array(r["image"], float), ((0, 0), (p, p), (p, p)))
     filters = np.array(r["filters"], float)
     full = sum(correlate(image[c], filters[c], mode="valid") for c in range(len(image))) + r["bias"]

@@ -9,10 +9,17 @@ import torch.nn.functional as F
 from PIL import Image
 
 from convnet.cli import main
-from convnet.engine.checkpoint import Classifier, ModelInfo, load_checkpoint, normalize, save_model
+from convnet.engine.checkpoint import (
+    Classifier,
+    ModelInfo,
+    load_checkpoint,
+    normalize,
+    save_model,
+)
 from convnet.errors import ConvnetError, DataError
 from convnet.models import create_model, list_models
 from convnet.viz.cam import cam_overlay, grad_cam, write_cam
+from tests.helpers import LIGHT_ARGS
 
 CLASSES = ("left", "right", "none")
 SIZE = (32, 32)
@@ -126,7 +133,6 @@ def test_target_is_the_last_map_before_global_pooling(tmp_path):
 
 
 # Every registered model, small enough to run in a moment (a model registered later runs with its defaults).
-LIGHT_ARGS = {"airnet": {"widths": (8, 16)}, "resnet": {"depth": 18, "width": 4}, "spec": {"arch": "c8k5p2-b-p-c16"}}
 EVERY_MODEL = [pytest.param(name, LIGHT_ARGS.get(name, {}), id=name) for name in list_models()]
 EVERY_MODEL.append(pytest.param("resnet", {"depth": 9, "width": 4}, id="resnet9"))
 

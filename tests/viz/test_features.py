@@ -9,11 +9,24 @@ import torch.nn.functional as F
 from PIL import Image
 
 from convnet.cli import main
-from convnet.engine.checkpoint import Classifier, ModelInfo, load_checkpoint, normalize, save_model
+from convnet.engine.checkpoint import (
+    Classifier,
+    ModelInfo,
+    load_checkpoint,
+    normalize,
+    save_model,
+)
 from convnet.errors import ConfigError, DataError
 from convnet.models import create_model, list_models
 from convnet.models.spec import TUTORIAL_SPEC, plan
-from convnet.viz.features import feature_maps, first_layer_filters, render_feature_maps, render_filters, write_features
+from convnet.viz.features import (
+    feature_maps,
+    first_layer_filters,
+    render_feature_maps,
+    render_filters,
+    write_features,
+)
+from tests.helpers import LIGHT_ARGS
 
 # (registry name, its arguments, spec the shapes are planned from, channels, input size)
 MODELS = {
@@ -75,7 +88,6 @@ def test_first_layer_filters_are_the_first_convolution_weights(case):
 
 
 # Every registered model, small enough to run in a moment (a model registered later runs with its defaults).
-LIGHT_ARGS = {"airnet": {"widths": (8, 16)}, "resnet": {"depth": 18, "width": 4}, "spec": {"arch": "c8k5p2-b-p-c16"}}
 
 
 @pytest.mark.parametrize("name", list_models())

@@ -5,7 +5,6 @@ import argparse
 import dataclasses
 
 from convnet.cli._common import add_data_argument, image_size, model_args
-from convnet.data.augment import AugmentConfig
 from convnet.engine.recipes import list_recipes, recipe_config
 
 HELP = "Train a model (by default the tutorial's CNN on CIFAR-10 with the tutorial's settings) and write runs/<name>/."

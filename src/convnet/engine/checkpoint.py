@@ -19,12 +19,13 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from PIL import Image, UnidentifiedImageError
 from safetensors.torch import save_file
 
 from convnet.data.cache import atomic_write
 from convnet.data.images import load_image, pil_to_tensor
 from convnet.engine.inference import batched_logits, normalize  # noqa: F401  (normalize: part of this module's API)
-from convnet.errors import CheckpointError
+from convnet.errors import DataError
 from convnet.formats import MODEL_FORMAT as FORMAT
 from convnet.formats import read_model_arrays
 from convnet.models import create_model
@@ -81,10 +82,21 @@ class Classifier:
         return self.info.classes
 
     def to_input(self, image) -> torch.Tensor:
-        """A path, a Pillow image or a uint8 (C, H, W) tensor -> uint8 (C, H, W) at the model's size."""
+        """A path, a Pillow image or a uint8 (C, H, W) tensor -> uint8 (C, H, W) at the model's size.
+
+        Raises:
+            DataError: a path that is missing or not a readable image, in one sentence.
+        """
         size, chans = self.info.input_size, self.info.in_chans
         if isinstance(image, (str, Path)):
-            return load_image(image, size, chans)
+            try:
+                return load_image(image, size, chans)
+            except FileNotFoundError:
+                raise DataError(f"There is no image file at {image}; check the path.") from None
+            except (OSError, ValueError, Image.DecompressionBombError) as e:
+                # Pillow's "cannot identify image file" only repeats the path; other reasons (truncated) help.
+                reason = "" if isinstance(e, UnidentifiedImageError) else f" ({e})"
+                raise DataError(f"{image} is not a readable image{reason}; pass a JPEG, PNG, BMP, GIF, WebP or TIFF file.") from None
         if isinstance(image, torch.Tensor):
             if image.dtype != torch.uint8 or tuple(image.shape) != (chans, *size):
                 raise ValueError(f"a tensor image must be uint8 {(chans, *size)}, got {image.dtype} {tuple(image.shape)}")

@@ -9,6 +9,7 @@ import torch
 
 from convnet.data.images import is_image_file
 from convnet.engine.checkpoint import Classifier
+from convnet.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,8 @@ def predict_files(clf: Classifier, paths: Iterable[str | Path], top_k: int = 3, 
         for f in chunk:
             try:
                 loaded.append((f, clf.to_input(f), None))
-            except FileNotFoundError:
-                loaded.append((f, None, "no such file"))
-            except (OSError, ValueError) as e:
-                loaded.append((f, None, f"not a readable image ({type(e).__name__}: {e})"))
+            except DataError as e:
+                loaded.append((f, None, str(e)))
         good = [x for _, x, _ in loaded if x is not None]
         probs = iter(clf.predict(torch.stack(good), tta=tta) if good else [])
         for f, x, err in loaded:

@@ -29,7 +29,7 @@ from PIL import Image
 
 from convnet.engine.checkpoint import Classifier
 from convnet.errors import ConfigError
-from convnet.viz.features import batch_of_one, model_input
+from convnet.viz.features import batch_of_one
 from convnet.viz.grid import fit_scale, image_grid, to_pil
 
 CAM_PIXELS = 256  # the overlay is upscaled until its longer side is about this many pixels
@@ -132,7 +132,7 @@ def write_cam(clf: Classifier, image, out_dir: str | Path, class_name: str | Non
     Returns:
         The path written.
     """
-    pixels = model_input(clf, image)
+    pixels = clf.to_input(image)
     cam = grad_cam(clf, pixels, class_name)
     figure = image_grid(
         [pixels, blend(pixels, cam.heatmap)],

@@ -13,39 +13,19 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from convnet.engine.checkpoint import Classifier, normalize
-from convnet.errors import ConfigError, DataError
+from convnet.errors import ConfigError
 from convnet.viz.grid import fit_scale, image_grid
 
 MAP_PIXELS = 64  # a feature map is upscaled until its longer side is about this many pixels
 FILTER_PIXELS = 48  # likewise for a first-layer filter (3x3 or 5x5 weights)
 
 
-def model_input(clf: Classifier, image) -> torch.Tensor:
-    """`clf.to_input`, with a one-sentence `DataError` for a file that cannot be read as an image.
-
-    Args:
-        image: a path, a Pillow image or a uint8 (C, H, W) tensor.
-    Returns:
-        uint8 (C, H, W) at the model's input size and channel count.
-    """
-    if not isinstance(image, (str, Path)):
-        return clf.to_input(image)
-    try:
-        return clf.to_input(image)
-    except FileNotFoundError:
-        raise DataError(f"There is no image file at {image}; check the path.") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        # Pillow's "cannot identify image file" would only repeat the path; other reasons (truncated) help.
-        reason = "" if isinstance(e, UnidentifiedImageError) else f" ({e})"
-        raise DataError(f"{image} cannot be read as an image{reason}; pass a PNG, JPEG or other file Pillow can open.") from None
-
-
 def batch_of_one(clf: Classifier, image) -> torch.Tensor:
-    """An image (see `model_input`) -> normalized float (1, C, H, W) on the model's device."""
-    return normalize(model_input(clf, image)[None].to(clf.device), clf.info.mean, clf.info.std)
+    """An image (see `Classifier.to_input`) -> normalized float (1, C, H, W) on the model's device."""
+    return normalize(clf.to_input(image)[None].to(clf.device), clf.info.mean, clf.info.std)
 
 
 def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:

@@ -1,0 +1,101 @@
+"""Wall time to accuracy of the `fast` and `best` recipes, and what bf16 costs and gains.
+
+    python benchmarks/time_to_accuracy.py [--only fast,fast-fp32,best,fashion-fast]
+
+Each entry runs `convnet train` as a child process, timed from start to exit (start-up and data
+loading included; the data cache is warmed first so no entry pays for JPEG decoding), with its
+peak resident memory. CIFAR-10 entries train on 45,000 of the CIFAR-10 training images and
+validate on the other 5,000 (seeded, stratified; the test split is withheld here). The
+Fashion-MNIST entry trains on all 60,000 training images and is scored on the official 10,000
+test images. Entries merge into benchmarks/results/time_to_accuracy.json.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import RESULTS, SHARED_CIFAR, write_result
+
+ENTRIES = {
+    "fast": ["--recipe", "fast"],
+    "fast-fp32": ["--recipe", "fast", "--precision", "fp32"],
+    "best": ["--recipe", "best"],
+    "fashion-fast": ["--recipe", "fast", "--data", "fashion-mnist", "--val-split", "0"],
+}
+
+
+def run_child(cmd: list[str]) -> tuple[float, float]:
+    """Run to completion; returns (wall seconds, peak resident memory of the child in GB)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{' '.join(cmd)} failed")
+    return seconds, usage.ru_maxrss / 1024**2  # ru_maxrss is in KiB on Linux
+
+
+def run_entry(name: str, data: str, runs: Path) -> dict:
+    args = ENTRIES[name]
+    if "--data" not in args:
+        args = [*args, "--data", data]
+    convnet = [sys.executable, "-m", "convnet"]
+    train_seconds, peak_gb = run_child([*convnet, "train", *args, "--runs-dir", str(runs), "--name", name, "--quiet"])
+    rows = list(csv.DictReader(open(runs / name / "history.csv")))
+    out = {"command": "convnet train " + " ".join(args), "wall_seconds": train_seconds, "peak_memory_gb": peak_gb,
+           "epochs": len(rows), "per_epoch": [{k: r[k] for k in ("epoch", "val_acc", "train_acc", "seconds")} for r in rows]}
+    model = runs / name / "model.safetensors"
+    if name.startswith("fashion"):
+        # Scored on the official test split: the evaluation is part of the time to accuracy.
+        start = time.perf_counter()
+        for tta in (0, 2):
+            ev = json.loads(subprocess.run([*convnet, "evaluate", str(model), "--split", "test", "--tta", str(tta), "--json"],
+                                           check=True, capture_output=True, text=True).stdout)
+            out[f"test_acc{'_tta' if tta else ''}"] = ev["accuracy"]
+        out["wall_seconds_with_evaluation"] = train_seconds + time.perf_counter() - start
+    else:
+        from convnet.engine.checkpoint import read_model_file
+
+        metrics = read_model_file(model)[1].metrics
+        out["val_acc"], out["val_acc_tta"] = metrics["val_acc"], metrics.get("val_acc_tta")
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=str(SHARED_CIFAR))
+    p.add_argument("--only", default=",".join(ENTRIES), help="comma-separated entries: " + ", ".join(ENTRIES))
+    args = p.parse_args()
+    names = args.only.split(",")
+    unknown = set(names) - set(ENTRIES)
+    if unknown:
+        sys.exit(f"unknown entries {sorted(unknown)}; choose from {', '.join(ENTRIES)}")
+    previous = RESULTS / "time_to_accuracy.json"
+    entries = json.loads(previous.read_text()).get("entries", {}) if previous.exists() else {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for data in {args.data if not n.startswith("fashion") else "fashion-mnist" for n in names}:
+            subprocess.run([sys.executable, "-m", "convnet", "show-data", "--data", data, "--out", f"{tmp}/warm.png"], check=True, capture_output=True)
+        for name in names:
+            entries[name] = run_entry(name, args.data, Path(tmp))
+            print(name, json.dumps({k: v for k, v in entries[name].items() if k != "per_epoch"}), flush=True)
+    targets = {}
+    if "fast" in entries:
+        targets["fast: val_acc_tta >= 0.910 in <= 480 s"] = entries["fast"]["val_acc_tta"] >= 0.910 and entries["fast"]["wall_seconds"] <= 480
+    if "best" in entries:
+        targets["best: val_acc_tta >= 0.925 in <= 3600 s"] = entries["best"]["val_acc_tta"] >= 0.925 and entries["best"]["wall_seconds"] <= 3600
+    if "fashion-fast" in entries:
+        e = entries["fashion-fast"]
+        targets["fashion-fast: test_acc_tta >= 0.940 in <= 600 s"] = e["test_acc_tta"] >= 0.940 and e["wall_seconds_with_evaluation"] <= 600
+    targets["peak memory <= 4 GB"] = all(e["peak_memory_gb"] <= 4 for e in entries.values())
+    write_result("time_to_accuracy", {"data": args.data, "entries": entries, "targets": targets})
+
+
+if __name__ == "__main__":
+    main()
