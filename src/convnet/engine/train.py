@@ -160,8 +160,10 @@ class _Trainer(EpochLoop):
         torch.manual_seed(config.seed)
         self.model = create_model(config.model, num_classes=len(data.train.classes), in_chans=c, input_size=(h, w), **config.model_args)
         if hasattr(self.model, "init_from_data"):
-            # Data-dependent initialisation (airnet's patch whitening) on a seeded slice of the training set.
-            self.model.init_from_data(normalize(data.train.images[:5000], data.mean, data.std))
+            # Data-dependent initialisation (airnet's patch whitening) on 5,000 training images drawn
+            # with the run's seed: image folders are sorted by class, so the first ones would be one class.
+            pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(config.seed))[:5000]
+            self.model.init_from_data(normalize(data.train.images[pick], data.mean, data.std))
         self.model.to(self.device)
         if config.channels_last:
             self.model.to(memory_format=torch.channels_last)
