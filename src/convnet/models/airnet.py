@@ -25,23 +25,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from convnet.errors import ConfigError
+from convnet.models.layers import GlobalPoolHead
 from convnet.models.registry import register_model
-
-
-class GlobalPoolHead(nn.Module):
-    """Global pooling, then a linear layer times a constant: (B, C, h, w) -> (B, num_classes)."""
-
-    def __init__(self, in_features: int, num_classes: int, pool: str, bias: bool, scale: float = 1.0):
-        super().__init__()
-        if pool not in ("max", "avg"):
-            raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
-        self.pool = pool
-        self.fc = nn.Linear(in_features, num_classes, bias=bias)
-        self.scale = scale
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        pooled = features.amax(dim=(2, 3)) if self.pool == "max" else features.mean(dim=(2, 3))  # (B, C)
-        return self.fc(pooled) * self.scale
 
 
 def _conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from convnet.errors import ConfigError
-from convnet.models.airnet import GlobalPoolHead
+from convnet.models.layers import GlobalPoolHead
 from convnet.models.registry import register_model
 
 IMAGENET_STEM_FROM = 128  # smallest image side for which stem="auto" picks the ImageNet stem
