@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", default="tutorial", choices=list_recipes(), help="preset to start from; other flags override its fields")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its folder (other flags are ignored)")
     add_data_argument(p)
-    p.add_argument("--val-split", type=float, help="fraction carved from the training data for validation when it has no val split (recipe: 0.1)")
+    p.add_argument("--val-split", type=float, help="fraction carved from the training data for validation when it has no val split")
     p.add_argument("--limit", type=int, help="train on a seeded, stratified subset of N images")
     p.add_argument("--image-size", type=image_size, help="resize images to S or HxW (default: the data's own size)")
     p.add_argument("--channels", type=int, choices=(1, 3), help="1 (grayscale) or 3 (RGB) (default: the data's own)")
@@ -54,6 +54,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs-dir", help="where run folders go (default runs/)")
     p.add_argument("--name", help="run folder name (default <model>-<date>-<time>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    _show_recipe_defaults(p)
+
+
+def _show_recipe_defaults(p: argparse.ArgumentParser) -> None:
+    """Help shows each recipe field's value in the tutorial recipe, not argparse's 'None'."""
+    tutorial = recipe_config("tutorial")
+    values = {**dataclasses.asdict(tutorial), **dataclasses.asdict(tutorial.augment)}
+    for action in p._actions:
+        if action.dest in values and action.default is None and values[action.dest] is not None:
+            action.help = f"{action.help + '; ' if action.help else ''}tutorial recipe: {values[action.dest]}"
 
 
 def config_from_args(args: argparse.Namespace):
