@@ -17,7 +17,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-
 from _common import SHARED_CIFAR, timed_run, write_result
 
 LOGIT_TOLERANCE = 1e-3  # fp32 CPU vs GPU: different kernels sum in different orders (TF32 disabled)

@@ -20,7 +20,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
 from _common import REPO, SHARED_CIFAR, timed_run, write_result
 
 KERAS_VENV = REPO / "benchmarks" / ".venv-keras"

@@ -13,7 +13,12 @@ from convnet.errors import CheckpointError, DataError
 from convnet.models import create_model
 from convnet.models.spec import TUTORIAL_SPEC
 from convnet.scratch.losses import CrossEntropyLoss
-from convnet.scratch.network import build_network, load_model_file, predict, predict_logits
+from convnet.scratch.network import (
+    build_network,
+    load_model_file,
+    predict,
+    predict_logits,
+)
 from convnet.scratch.optim import Adam
 from convnet.scratch.train import evaluate, train_epoch
 

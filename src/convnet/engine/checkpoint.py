@@ -31,7 +31,6 @@ from convnet.formats import read_model_arrays
 from convnet.models import create_model
 
 
-
 @dataclass(frozen=True)
 class ModelInfo:
     model: str  # registry name

@@ -6,6 +6,9 @@ import contextlib
 import torch
 import torch.nn as nn
 
+from convnet.engine.tta import tta_logits
+from convnet.errors import ConfigError
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     """auto picks CUDA, then Apple's MPS, then the CPU."""
@@ -16,8 +19,6 @@ def resolve_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from convnet.errors import ConfigError
-
         raise ConfigError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto.")
     return torch.device(name)
 
@@ -66,8 +67,6 @@ def batched_logits(
 
     Images move to the model's device one batch at a time, so a large split never has to fit there.
     """
-    from convnet.engine.tta import tta_logits
-
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

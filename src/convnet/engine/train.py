@@ -23,7 +23,13 @@ from convnet.data.sources import available_splits, load_dataset
 from convnet.engine.checkpoint import ModelInfo, save_model
 from convnet.engine.config import TrainConfig
 from convnet.engine.ema import WeightAverage
-from convnet.engine.inference import autocast, autocast_dtype, batched_logits, normalize, resolve_device
+from convnet.engine.inference import (
+    autocast,
+    autocast_dtype,
+    batched_logits,
+    normalize,
+    resolve_device,
+)
 from convnet.engine.run_folder import RunFolder, read_history
 from convnet.engine.schedule import lr_factor
 from convnet.errors import ConvnetError

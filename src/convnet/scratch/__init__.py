@@ -24,7 +24,14 @@ from convnet.scratch.layers import (
     Sequential,
 )
 from convnet.scratch.losses import CrossEntropyLoss, softmax
-from convnet.scratch.network import SequentialNet, build_network, load_model_file, normalize, predict, predict_logits
+from convnet.scratch.network import (
+    SequentialNet,
+    build_network,
+    load_model_file,
+    normalize,
+    predict,
+    predict_logits,
+)
 from convnet.scratch.optim import SGD, Adam
 from convnet.scratch.train import evaluate, train_epoch
 
