@@ -301,7 +301,7 @@ def resume(run_dir: str | Path, progress: bool = True) -> RunResult:
     return _fit(trainer, run)
 
 
-def _fit(trainer: _Trainer, run: RunFolder) -> RunResult:
+def _fit(trainer: EpochLoop, run: RunFolder) -> RunResult:
     metrics = trainer.fit()
     plot_curves(trainer.history, run.curves_path)
     return RunResult(run.path, read_history(run.history_path), metrics)
