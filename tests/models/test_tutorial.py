@@ -66,3 +66,20 @@ def test_bad_specs_name_the_offending_layer(spec, size, fragment):
 def test_unknown_model_lists_the_known_ones():
     with pytest.raises(ValueError, match="tutorial"):
         create_model("nope")
+
+
+@pytest.mark.parametrize("spec", ["c32-p-c64-p-c64-f-d64", "c8-b-p-c8-a-f-d16"])
+def test_pool_before_relu_computes_what_the_layer_list_says(spec):
+    # Reference: the layers applied one by one in float64, ReLU before pooling, as listed.
+    torch.manual_seed(0)
+    model = create_model("spec", num_classes=10, in_chans=3, input_size=(32, 32), arch=spec).double().train()
+    x = torch.randn(4, 3, 32, 32, dtype=torch.float64)
+    reference = x
+    for layer in model.layers:
+        reference = layer(reference)
+    out = model(x)
+    torch.testing.assert_close(out, reference, rtol=0, atol=0)
+    grads = torch.autograd.grad(out.square().sum(), list(model.parameters()))
+    ref_grads = torch.autograd.grad(reference.square().sum(), list(model.parameters()))
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-12)

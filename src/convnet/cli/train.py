@@ -12,7 +12,7 @@ HELP = "Train a model (by default the tutorial's CNN on CIFAR-10 with the tutori
 # Flags that map one-to-one onto TrainConfig fields; None means "the recipe's value".
 _FIELDS = (
     "data", "val_split", "limit", "image_size", "channels", "normalize", "model", "epochs", "batch_size",
-    "optimizer", "lr", "momentum", "weight_decay", "bias_lr_scale", "schedule", "warmup_epochs", "label_smoothing", "ema",
+    "optimizer", "lr", "momentum", "muon_lr", "muon_momentum", "weight_decay", "bias_lr_scale", "bias_decay", "schedule", "warmup_epochs", "label_smoothing", "ema",
     "precision", "channels_last", "compile", "device", "eval_batch_size", "tta", "engine", "seed", "runs_dir", "name",
 )
 
@@ -31,11 +31,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="an argument of the model, e.g. width=32 (repeatable)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--optimizer", choices=("adam", "sgd"), help="adam, or sgd with Nesterov momentum")
-    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--optimizer", choices=("adam", "sgd", "muon"),
+                   help="adam; sgd with Nesterov momentum; muon: Muon for conv filters, sgd for the rest (BatchNorm models)")
+    p.add_argument("--lr", type=float, help="peak learning rate (with muon: of the parameters sgd updates)")
     p.add_argument("--momentum", type=float)
+    p.add_argument("--muon-lr", type=float, help="peak step size of Muon's conv filter updates")
+    p.add_argument("--muon-momentum", type=float, help="Nesterov momentum of Muon's conv filter updates")
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--bias-lr-scale", type=float, help="learning-rate multiplier for biases and norm parameters")
+    p.add_argument("--bias-decay", action=argparse.BooleanOptionalAction, default=None,
+                   help="decay biases and norm parameters by as much per step as the weights (airbench)")
     p.add_argument("--schedule", choices=("constant", "linear"), help="learning-rate schedule after the warm-up")
     p.add_argument("--warmup-epochs", type=float)
     p.add_argument("--label-smoothing", type=float)

@@ -92,3 +92,21 @@ def remap_labels(ds: Dataset, model_classes: tuple[str, ...]) -> Dataset:
         )
     table = torch.tensor([index[c] for c in ds.classes], dtype=torch.int64)
     return Dataset(ds.images, table[ds.labels], tuple(model_classes), ds.source)
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and (unbiased) standard deviation of uint8 images (N, C, H, W), on the 0..1 scale.
+
+    Computed exactly from each channel's 256-bin histogram: no float copy of the data set
+    (600 MB for CIFAR-10), and a tenth of the time.
+    """
+    levels = torch.arange(256, dtype=torch.float64) / 255
+    means, stds = [], []
+    for c in range(images.shape[1]):
+        counts = torch.bincount(images[:, c].flatten(), minlength=256).double()
+        n = counts.sum()
+        mean = (counts * levels).sum() / n
+        var = (counts * (levels - mean) ** 2).sum() / (n - 1).clamp_min(1)
+        means.append(mean.item())
+        stds.append(var.sqrt().item())
+    return tuple(means), tuple(stds)

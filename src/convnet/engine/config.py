@@ -28,11 +28,14 @@ class TrainConfig:
     # optimisation
     epochs: int = 10
     batch_size: int = 32
-    optimizer: str = "adam"  # adam | sgd (Nesterov momentum)
+    optimizer: str = "adam"  # adam | sgd (Nesterov momentum) | muon (Muon for conv filters, SGD for the rest)
     lr: float = 1e-3  # peak learning rate, per batch as given (no scaling by batch size)
     momentum: float = 0.9  # sgd only
-    weight_decay: float = 0.0  # L2 on weights (decoupled for adam: AdamW); none on biases and norms
+    weight_decay: float = 0.0  # L2 on weights (decoupled for adam: AdamW); none on biases and norms unless bias_decay
     bias_lr_scale: float = 1.0  # learning-rate multiplier for biases and norm parameters (airbench: 64)
+    muon_lr: float = 0.24  # muon only: step size of the orthogonalized filter updates (airbench94_muon)
+    muon_momentum: float = 0.6  # muon only: Nesterov momentum of the filter updates (airbench94_muon)
+    bias_decay: bool = False  # decay biases and norm shifts too, by as much per step as the weights (airbench)
     schedule: str = "constant"  # constant | linear (warm-up, then linear decay to 0)
     warmup_epochs: float = 0.0  # linear warm-up length, in epochs (fractions allowed)
     label_smoothing: float = 0.0
@@ -59,7 +62,7 @@ class TrainConfig:
             (self.lr > 0, f"--lr must be positive, got {self.lr}."),
             (0.0 <= self.val_split < 1.0, f"--val-split must be in [0, 1), got {self.val_split}."),
             (self.limit is None or self.limit > 0, f"--limit must be positive, got {self.limit}."),
-            (self.optimizer in ("adam", "sgd"), f"--optimizer must be adam or sgd, got {self.optimizer!r}."),
+            (self.optimizer in ("adam", "sgd", "muon"), f"--optimizer must be adam, sgd or muon, got {self.optimizer!r}."),
             (self.schedule in ("constant", "linear"), f"--schedule must be constant or linear, got {self.schedule!r}."),
             (self.precision in ("auto", "bf16", "fp32"), f"--precision must be auto, bf16 or fp32, got {self.precision!r}."),
             (self.normalize in ("unit", "standard"), f"--normalize must be unit or standard, got {self.normalize!r}."),

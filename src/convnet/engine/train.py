@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 from tqdm.auto import tqdm
 
 from convnet.data.augment import augment_batch
-from convnet.data.dataset import Dataset, limit_dataset, split_dataset
+from convnet.data.dataset import Dataset, channel_stats, limit_dataset, split_dataset
 from convnet.data.sources import available_splits, load_dataset
+from convnet.engine.allocator import keep_freed_memory
 from convnet.engine.checkpoint import ModelInfo, save_model
 from convnet.engine.config import TrainConfig
 from convnet.engine.ema import WeightAverage
@@ -30,6 +31,7 @@ from convnet.engine.inference import (
     normalize,
     resolve_device,
 )
+from convnet.engine.optim import build_optimizer
 from convnet.engine.run_folder import RunFolder, read_history
 from convnet.engine.schedule import lr_factor
 from convnet.errors import ConvnetError
@@ -73,25 +75,9 @@ def prepare_data(config: TrainConfig) -> TrainData:
     if config.normalize == "unit":
         mean, std = (0.0,) * chans, (1.0,) * chans
     else:
-        x = train.images.float().div_(255)
-        mean = tuple(x.mean(dim=(0, 2, 3)).tolist())
-        std = tuple(x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
+        mean, std = channel_stats(train.images)
+        std = tuple(max(v, 1e-3) for v in std)
     return TrainData(train, val, mean, std)
-
-
-def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    # No weight decay on biases and normalization parameters, as is usual (timm, airbench).
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay, "lr": config.lr},
-        {"params": no_decay, "weight_decay": 0.0, "lr": config.lr * config.bias_lr_scale},
-    ]
-    if config.optimizer == "adam":
-        # Keras's Adam uses epsilon 1e-7 where torch uses 1e-8; the tutorial trained with Keras's.
-        opt_cls = torch.optim.AdamW if config.weight_decay else torch.optim.Adam
-        return opt_cls(groups, lr=config.lr, eps=1e-7)
-    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -161,6 +147,7 @@ class _Trainer(EpochLoop):
     def __init__(self, config: TrainConfig, data: TrainData, run: RunFolder, progress: bool):
         super().__init__(config, data, run, progress)
         self.device = resolve_device(config.device)
+        keep_freed_memory()
         self.amp = autocast_dtype(config.precision, self.device)
         c, h, w = data.train.image_shape
         torch.manual_seed(config.seed)
