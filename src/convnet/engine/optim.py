@@ -20,20 +20,22 @@ import torch
 import torch.nn as nn
 
 from convnet.engine.config import TrainConfig
+from convnet.engine.inference import bf16_supported
 from convnet.errors import ConfigError
 
 # The quintic Newton-Schulz coefficients of Muon: chosen to push small singular values up as
-# fast as possible, at the price of landing in about [0.7, 1.2] rather than exactly on 1.
+# fast as possible, at the price of landing in a band around 1 rather than exactly on it.
 _NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 
 def orthogonalize(g: torch.Tensor, steps: int = 3, eps: float = 1e-7) -> torch.Tensor:
     """An approximately semi-orthogonal (out, n) matrix with the singular vectors of `g` (out, n).
 
-    Runs in bfloat16 (as Muon does on GPU): the iteration is self-correcting, so the low
-    precision costs nothing, and on CPUs with AVX-512 bf16 the matmuls run several times faster.
+    Runs in bfloat16 where the hardware has it (as Muon does on GPU): the iteration is
+    self-correcting, so the low precision costs nothing, and the matmuls run several times
+    faster. Elsewhere bfloat16 would be emulated, so it runs in float32.
     """
-    x = g.bfloat16()
+    x = g.bfloat16() if bf16_supported(g.device) else g.float()
     x = x / (x.norm() + eps)  # largest singular value <= 1, where the iteration converges
     wide = x.shape[0] <= x.shape[1]
     if not wide:
@@ -58,6 +60,10 @@ class MuonSGD(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
         for group in self.param_groups:
             lr, momentum, decay = group["lr"], group["momentum"], group["weight_decay"]
             for p in group["params"]:
@@ -74,6 +80,7 @@ class MuonSGD(torch.optim.Optimizer):
                     p.mul_(len(p) ** 0.5 / p.norm())
                     g = orthogonalize(g.reshape(len(g), -1)).view_as(p)
                 p.add_(g, alpha=-lr)
+        return loss
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
