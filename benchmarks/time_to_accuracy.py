@@ -19,9 +19,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
-from _common import RESULTS, SHARED_CIFAR, write_result
+from _common import RESULTS, SHARED_CIFAR, git_commit, write_result
 
 ENTRIES = {
     "fast": ["--recipe", "fast"],
@@ -83,7 +84,9 @@ def main() -> None:
         for data in {args.data if not n.startswith("fashion") else "fashion-mnist" for n in names}:
             subprocess.run([sys.executable, "-m", "convnet", "show-data", "--data", data, "--out", f"{tmp}/warm.png"], check=True, capture_output=True)
         for name in names:
-            entries[name] = run_entry(name, args.data, Path(tmp))
+            # Entries merge across runs, so each carries its own commit and date.
+            stamp = {"commit": git_commit(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            entries[name] = {**stamp, **run_entry(name, args.data, Path(tmp))}
             print(name, json.dumps({k: v for k, v in entries[name].items() if k != "per_epoch"}), flush=True)
     targets = {}
     if "fast" in entries:

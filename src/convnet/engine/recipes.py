@@ -20,8 +20,8 @@ from convnet.errors import ConfigError
 # 64x that, and a decay of 0.004 per step.
 # A CPU gains nothing from batches of 2000, so `fast` takes twice the steps at batch 1000, the
 # SGD learning rate and decay per step halved (linear scaling) and Muon's step divided by
-# sqrt(2). Measured on the 45,000/5,000 split, 8 epochs: 0.9086 with TTA (0.9022 without)
-# against 0.9074 (0.8950) at batch 2000; batch 500 gave 0.9078, a 9th epoch 0.9082.
+# sqrt(2). On the 45,000/5,000 split this beat batches of 2000 and 500, and a 9th epoch added
+# nothing; benchmarks/results/time_to_accuracy.json has the measured time and accuracy.
 _BATCH = 1000
 _HEAD_LR = 0.67 * 2000 * (9 / 256) ** 2 * _BATCH / 2000
 _FAST = TrainConfig(
@@ -38,8 +38,8 @@ RECIPES: dict[str, TrainConfig] = {
     # tutorial's learning rate with a short warm-up and linear decay (Goyal et al. 2017), label
     # smoothing 0.1 (Szegedy et al. 2016), per-channel standardisation, alternating flips
     # (airbench). Picked by validation accuracy on the 45,000/5,000 CIFAR-10 split over seeds
-    # 0-2 (lr 5e-3 beat 2e-3, 4e-3 and 6e-3; batch 128 beat 96 and 192); see
-    # benchmarks/results/keras_vs_convnet.json.
+    # 0-2 (lr 5e-3 beat 2e-3, 4e-3 and 6e-3; batch 128 beat 96 and 192; 2 epochs fell below
+    # Keras's accuracy); see benchmarks/results/keras_vs_convnet.json.
     "tutorial-fast": TrainConfig(
         recipe="tutorial-fast", epochs=3, batch_size=128, lr=5e-3, schedule="linear", warmup_epochs=0.2,
         label_smoothing=0.1, normalize="standard", augment=AugmentConfig(flip="alternating"),
