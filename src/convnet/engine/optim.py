@@ -56,7 +56,7 @@ class MuonSGD(torch.optim.Optimizer):
     """
 
     def __init__(self, groups: list[dict], lr: float, momentum: float):
-        super().__init__(groups, dict(lr=lr, momentum=momentum, weight_decay=0.0, muon=False))
+        super().__init__(groups, {"lr": lr, "momentum": momentum, "weight_decay": 0.0, "muon": False})
 
     @torch.no_grad()
     def step(self, closure=None):
