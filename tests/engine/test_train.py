@@ -48,6 +48,12 @@ def test_an_existing_run_folder_is_not_overwritten(colour_folder, tmp_path):
     assert (tmp_path / "runs/r/model.safetensors").read_bytes() == before
 
 
+def test_a_setting_the_model_refuses_leaves_no_run_folder(colour_folder, tmp_path):
+    with pytest.raises(ConfigError, match="BatchNorm"):
+        train(_config(colour_folder, tmp_path, optimizer="muon"), progress=False)
+    assert not (tmp_path / "runs/r").exists()
+
+
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(colour_folder, tmp_path):
     train(_config(colour_folder, tmp_path, epochs=1, optimizer="sgd", lr=0.01), progress=False)
     run = tmp_path / "runs/r"

@@ -52,6 +52,13 @@ class RunFolder:
         atomic_write(run.config_path, lambda tmp: Path(tmp).write_text(text + "\n"))
         return run
 
+    def discard(self) -> None:
+        """Remove a folder that `create` made for a run that could not start (nothing trained)."""
+        for name in ("config.json", "samples.png"):
+            (self.path / name).unlink(missing_ok=True)
+        if not any(self.path.iterdir()):
+            self.path.rmdir()
+
     @classmethod
     def open(cls, path: str | Path) -> RunFolder:
         run = cls(Path(path))

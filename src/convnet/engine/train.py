@@ -268,8 +268,13 @@ def train(config: TrainConfig, progress: bool = True) -> RunResult:
         from convnet.engine.scratch_fit import ScratchTrainer as engine
     else:
         engine = _Trainer
+    try:
+        trainer = engine(config, data, run, progress)
+    except ConvnetError:
+        run.discard()  # a setting the model refuses: leave no half-made run folder behind
+        raise
     _write_samples(run, data.train)
-    return _fit(engine(config, data, run, progress), run)
+    return _fit(trainer, run)
 
 
 def resume(run_dir: str | Path, progress: bool = True) -> RunResult:
