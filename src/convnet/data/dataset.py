@@ -98,7 +98,7 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
     """Per-channel mean and (unbiased) standard deviation of uint8 images (N, C, H, W), on the 0..1 scale.
 
     Computed exactly from each channel's 256-bin histogram: no float copy of the data set
-    (600 MB for CIFAR-10), and a tenth of the time.
+    (600 MB for CIFAR-10).
     """
     levels = torch.arange(256, dtype=torch.float64) / 255
     means, stds = [], []

@@ -92,14 +92,14 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
             f"BatchNorm after their convs (airnet, resnet); model {config.model!r} has none, so use sgd or adam."
         )
     filters = [p for p in params if muon and p.ndim == 4]
-    weights = [p for p in params if p.ndim > 1 and not (muon and p.ndim == 4)]
-    biases = [p for p in params if p.ndim <= 1]
+    rest = [p for p in params if not (muon and p.ndim == 4)]
+    weights, biases = [p for p in rest if p.ndim > 1], [p for p in rest if p.ndim <= 1]
     bias_decay = config.weight_decay / config.bias_lr_scale if config.bias_decay else 0.0
     groups = [
         {"params": weights, "weight_decay": config.weight_decay, "lr": config.lr},
         {"params": biases, "weight_decay": bias_decay, "lr": config.lr * config.bias_lr_scale},
     ]
-    # torch's fused kernels update every tensor in one pass: a few percent of a small model's step.
+    # torch's fused kernels update every tensor in one pass instead of one small op per tensor.
     fused = all(p.device.type in ("cpu", "cuda") for p in params)
     if config.optimizer == "adam":
         # Keras's Adam uses epsilon 1e-7 where torch uses 1e-8; the tutorial trained with Keras's.

@@ -54,8 +54,7 @@ class RunFolder:
 
     def discard(self) -> None:
         """Remove a folder that `create` made for a run that could not start (nothing trained)."""
-        for name in ("config.json", "samples.png"):
-            (self.path / name).unlink(missing_ok=True)
+        self.config_path.unlink(missing_ok=True)
         if not any(self.path.iterdir()):
             self.path.rmdir()
 
