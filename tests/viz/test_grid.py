@@ -78,3 +78,31 @@ def test_bad_input_is_refused(images, captions, error):
 @pytest.mark.parametrize("size, target, expected", [((30, 30), 64, 2), ((4, 4), 64, 16), ((3, 5), 48, 10), ((300, 200), 64, 1)])
 def test_fit_scale(size, target, expected):
     assert fit_scale(size, target) == expected
+
+
+def test_a_title_goes_above_the_cells_and_shifts_them_down():
+    plain = np.asarray(image_grid([solid(c, 8, 8) for c in COLOURS[:2]], pad=2))
+    titled = np.asarray(image_grid([solid(c, 8, 8) for c in COLOURS[:2]], pad=2, title="a title wider than the two cells"))
+    shift = titled.shape[0] - plain.shape[0]
+    assert shift > 0 and titled.shape[1] > plain.shape[1]
+    assert (titled[:shift] < 128).any(), "no title text was drawn"
+    left = (titled.shape[1] - plain.shape[1]) // 2  # the cells are centred under the title
+    np.testing.assert_array_equal(titled[shift:, left : left + plain.shape[1]], plain)
+
+
+def test_save_image_grid_writes_the_upscaled_images_in_order_as_a_png(tmp_path):
+    from PIL import Image
+
+    from convnet.viz.grid import save_image_grid
+
+    images = torch.stack([solid(c, 32, 32) for c in COLOURS])
+    path = save_image_grid(images, [f"class {i}" for i in range(5)], tmp_path / "sub" / "grid.png", ncols=3, title="first images")
+    png = np.asarray(Image.open(path).convert("RGB"))
+    centres = []
+    for colour in COLOURS:
+        ys, xs = np.nonzero((png == colour).all(axis=2))
+        assert len(ys) == 96 * 96, f"{colour} is not one 96x96 square (32 pixels upscaled 3x)"
+        assert ys.max() - ys.min() == 95 and xs.max() - xs.min() == 95
+        centres.append((ys.mean(), xs.mean()))
+    (r0, c0), (r1, c1), (r2, c2), (r3, c3), _ = centres
+    assert r0 == r1 == r2 < r3 and c0 < c1 < c2 and c3 == c0  # row by row, three to a row

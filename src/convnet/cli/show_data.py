@@ -18,14 +18,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from convnet.data.sources import load_dataset
     from convnet.errors import ConfigError
-    from convnet.viz.plots import plot_image_grid
+    from convnet.viz.grid import save_image_grid
 
     if args.count < 1:
         raise ConfigError(f"--count must be at least 1, got {args.count}.")
     ds = load_dataset(args.data, args.split)
     n = min(args.count, len(ds))
     captions = [ds.classes[i] for i in ds.labels[:n].tolist()]
-    path = plot_image_grid(ds.images[:n], captions, args.out, title=f"first {n} images: {ds.source}")
+    path = save_image_grid(ds.images[:n], captions, args.out, title=f"first {n} images: {ds.source}")
     print(f"{n} images of {ds.source}: {', '.join(captions)}")
     print(f"wrote {path}")
     return 0

@@ -126,7 +126,7 @@ def _image_files(root: Path, folder: str) -> Iterator[str]:
                 continue
             if entry.is_dir(follow_symlinks=False):
                 yield from _image_files(root, f"{folder}/{entry.name}")
-            elif entry.is_file() and is_image_file(Path(entry.name)):
+            elif entry.is_file() and is_image_file(entry.name):
                 yield f"{folder}/{entry.name}"
 
 

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from convnet.data.dataset import Dataset, remap_labels
 from convnet.engine.checkpoint import Classifier
-from convnet.viz.plots import plot_confusion, plot_image_grid
+from convnet.viz.grid import save_image_grid
+from convnet.viz.plots import plot_confusion
 
 
 @dataclass(frozen=True)
@@ -100,5 +101,5 @@ def write_figures(ev: Evaluation, ds: Dataset, out_dir: str | Path, k: int = 16)
     if len(worst):
         p = ev.probabilities[worst].max(1).values
         captions = [f"{ev.classes[t]} -> {ev.classes[q]}\n{pp:.2f}" for t, q, pp in zip(ev.labels[worst].tolist(), ev.predictions[worst].tolist(), p.tolist())]
-        paths.append(plot_image_grid(ds.images[worst], captions, out / "mistakes.png", ncols=8, title="most confident mistakes (true -> predicted, probability)"))
+        paths.append(save_image_grid(ds.images[worst], captions, out / "mistakes.png", ncols=8, title="most confident mistakes (true -> predicted, probability)"))
     return paths

@@ -36,7 +36,8 @@ from convnet.engine.run_folder import RunFolder, read_history
 from convnet.engine.schedule import lr_factor
 from convnet.errors import ConvnetError
 from convnet.models import create_model
-from convnet.viz.plots import plot_curves, plot_image_grid
+from convnet.viz.grid import save_image_grid
+from convnet.viz.plots import plot_curves
 
 
 class TrainingDiverged(ConvnetError):
@@ -301,5 +302,5 @@ def _fit(trainer: EpochLoop, run: RunFolder) -> RunResult:
 
 def _write_samples(run: RunFolder, ds: Dataset, n: int = 25) -> None:
     n = min(n, len(ds))
-    plot_image_grid(ds.images[:n], [ds.classes[i] for i in ds.labels[:n].tolist()], run.samples_path, title="first training images")
+    save_image_grid(ds.images[:n], [ds.classes[i] for i in ds.labels[:n].tolist()], run.samples_path, title="first training images")
 

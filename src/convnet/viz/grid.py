@@ -8,6 +8,7 @@ network saw stays a visible square instead of being smoothed away.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -47,6 +48,8 @@ def image_grid(
     scale: int = 1,
     pad: int = 2,
     background: int = 255,
+    title: str | None = None,
+    font_size: int | None = None,
 ) -> Image.Image:
     """Tile images row by row into one RGB picture.
 
@@ -58,6 +61,8 @@ def image_grid(
         scale: integer nearest-neighbour upscaling applied to every image.
         pad: pixels of background around and between cells.
         background: grey level (0..255) of the padding.
+        title: one line of text centred above the grid, or None.
+        font_size: pixel size of captions and title; None: Pillow's default font.
     Returns:
         An RGB image of ceil(N / ncols) rows and min(N, ncols) columns of cells.
     """
@@ -69,20 +74,39 @@ def image_grid(
     ncols = min(ncols or math.ceil(math.sqrt(len(tiles))), len(tiles))
     nrows = math.ceil(len(tiles) / ncols)
 
-    font = ImageFont.load_default()
+    font = ImageFont.load_default(font_size) if font_size else ImageFont.load_default()
     boxes = [font.getbbox(text) for text in captions] if captions is not None else []
     # Cells are wide enough for the widest caption; the caption row is as tall as the tallest text.
     caption_h = max((b[3] for b in boxes), default=0) + (pad if boxes else 0)
     cell_w = max([t.width for t in tiles] + [b[2] for b in boxes])
     cell_h = max(t.height for t in tiles)
+    cells_w = pad + ncols * (cell_w + pad)
+    title_box = font.getbbox(title) if title else (0, 0, 0, 0)
+    title_h = title_box[3] + pad if title else 0
+    width = max(cells_w, title_box[2] + 2 * pad)
+    left, top = (width - cells_w) // 2, title_h  # the cells, centred under a wider title
 
-    grid = Image.new("RGB", (pad + ncols * (cell_w + pad), pad + nrows * (cell_h + caption_h + pad)), (background,) * 3)
+    grid = Image.new("RGB", (width, title_h + pad + nrows * (cell_h + caption_h + pad)), (background,) * 3)
     draw = ImageDraw.Draw(grid)
     text_colour = (0,) * 3 if background >= 128 else (255,) * 3
+    if title:
+        draw.text(((width - title_box[2]) // 2, pad), title, fill=text_colour, font=font)
     for i, tile in enumerate(tiles):
-        x = pad + (i % ncols) * (cell_w + pad)
-        y = pad + (i // ncols) * (cell_h + caption_h + pad)
+        x = left + pad + (i % ncols) * (cell_w + pad)
+        y = top + pad + (i // ncols) * (cell_h + caption_h + pad)
         grid.paste(tile, (x + (cell_w - tile.width) // 2, y + (cell_h - tile.height) // 2))
         if captions is not None:
             draw.text((x + (cell_w - boxes[i][2]) // 2, y + cell_h + pad), captions[i], fill=text_colour, font=font)
     return grid
+
+
+SAMPLE_PIXELS = 96  # sample grids upscale small images to about this many pixels a side
+
+
+def save_image_grid(images: torch.Tensor, captions: Sequence[str], path: str | Path, ncols: int = 5, title: str | None = None) -> Path:
+    """Images (N, C, H, W) uint8 in a grid, each with its caption below, as the tutorial shows the data; a PNG at `path`."""
+    grid = image_grid(images, captions, ncols=ncols, scale=fit_scale(tuple(images.shape[2:]), SAMPLE_PIXELS), pad=6, title=title, font_size=14)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path)
+    return path

@@ -1,4 +1,4 @@
-"""Matplotlib figures of a run: the tutorial's accuracy curve, sample grids, confusion matrix."""
+"""Matplotlib figures of a run: the tutorial's accuracy curve and the confusion matrix (image grids: viz.grid)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,23 +34,6 @@ def plot_curves(history: Sequence[dict], path: str | Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right" if metric == "acc" else "upper right")
     axes[0].set_ylim(0, 1)
-    return _save(fig, path)
-
-
-def plot_image_grid(images: torch.Tensor, captions: Sequence[str], path: str | Path, ncols: int = 5, title: str | None = None) -> Path:
-    """Images (N, C, H, W) uint8 in a grid, each with its caption below, as the tutorial shows the data."""
-    n = len(images)
-    ncols = max(1, min(ncols, n))
-    nrows = max(1, (n + ncols - 1) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2 * ncols, 2.2 * nrows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, img, caption in zip(axes.flat, images, captions):
-        arr = img.permute(1, 2, 0).numpy()
-        ax.imshow(arr[:, :, 0] if arr.shape[2] == 1 else arr, cmap="gray" if arr.shape[2] == 1 else None, vmin=0, vmax=255)
-        ax.set_title(caption, fontsize=9)
-    if title:
-        fig.suptitle(title)
     return _save(fig, path)
 
 
