@@ -5,8 +5,11 @@
 Same images, same seeded stratified 45,000 / 5,000 split of the CIFAR-10 training images (the
 test split is withheld here), run one after another in one process tree. Keras runs in its own
 virtual environment (benchmarks/.venv-keras, created with tensorflow-cpu by --install).
-Timed: Keras's model.fit alone; convnet's whole `convnet train` command (start-up and data
-loading from the cache included), so the ratio is conservative.
+Timed: each contender's whole process, start to exit (Keras: TensorFlow's import, the arrays'
+load, model.fit; convnet: `convnet train` with start-up, data loading from its cache, checkpoints
+and plots), and Keras's model.fit alone. The target, "wall time <= 1/6 of Keras's", is judged
+process against process (`speedup_vs_keras_wall`); `speedup_vs_keras_fit` sets convnet's whole
+command against Keras's fit alone, a stricter ratio that is reported beside it.
 Writes benchmarks/results/keras_vs_convnet.json.
 """
 from __future__ import annotations
@@ -73,12 +76,13 @@ def main() -> None:
         keras = {**json.load(open(tmp / "keras.json")), "wall_seconds": keras_wall}
         results = {name: run_convnet(name, args.data, args.val_split, args.seed, tmp / "runs") for name in ("tutorial", "tutorial-fast")}
     for r in results.values():
+        r["speedup_vs_keras_wall"] = keras["wall_seconds"] / r["wall_seconds"]
         r["speedup_vs_keras_fit"] = keras["fit_seconds"] / r["wall_seconds"]
         r["val_acc_minus_keras"] = r["val_acc"] - keras["val_acc"]
     write_result("keras_vs_convnet", {
         "data": args.data, "split": {**sizes, "seed": args.seed, "note": "validation carved from the CIFAR-10 training images; the test split is withheld"},
         "keras": keras, "convnet": results,
-        "targets": {"tutorial-fast speedup >= 6": results["tutorial-fast"]["speedup_vs_keras_fit"] >= 6,
+        "targets": {"tutorial-fast wall time <= keras wall time / 6": results["tutorial-fast"]["speedup_vs_keras_wall"] >= 6,
                     "tutorial-fast val_acc >= keras": results["tutorial-fast"]["val_acc"] >= keras["val_acc"]},
     })
 
