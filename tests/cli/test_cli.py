@@ -77,6 +77,7 @@ def test_show_data_writes_a_png(colour_folder, tmp_path, capsys):
         (["train", "--epochs", "0"], "--epochs"),
         (["evaluate", "/no/model.safetensors"], "No model file"),
         (["predict", "/no/model.safetensors", "x.png"], "No model file"),
+        (["show-data", "--data", "sample", "--out", "grid.svg"], ".png"),
     ],
 )
 def test_bad_input_is_one_clear_sentence_and_exit_2(argv, fragment, capsys):

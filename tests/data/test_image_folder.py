@@ -222,3 +222,16 @@ def test_unwritable_cache_only_warns(tmp_path, monkeypatch):
         ds = load_image_folder(tmp_path / "data")
     assert len(ds) == 2
     assert [r.category for r in record] == [DataWarning] and "CONVNET_HOME" in str(record[0].message)
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [("cat.jpg", True), ("CAT.JPEG", True), ("a/b/x.png", True), (".hidden.png", False), ("notes.txt", False),
+     ("png", False), ("archive.png.gz", False), ("trailing.", False)],
+)
+def test_is_image_file_by_name_for_strings_and_paths(name, expected):
+    from pathlib import Path
+
+    from convnet.data.images import is_image_file
+
+    assert is_image_file(name) is expected and is_image_file(Path(name)) is expected

@@ -106,3 +106,20 @@ def test_save_image_grid_writes_the_upscaled_images_in_order_as_a_png(tmp_path):
         centres.append((ys.mean(), xs.mean()))
     (r0, c0), (r1, c1), (r2, c2), (r3, c3), _ = centres
     assert r0 == r1 == r2 < r3 and c0 < c1 < c2 and c3 == c0  # row by row, three to a row
+
+
+def test_multi_line_captions_fit_their_caption_row():
+    one_line = image_grid([solid(COLOURS[0], 8, 8)] * 2, captions=["a", "b"], ncols=1, pad=2)
+    grid = np.asarray(image_grid([solid(COLOURS[0], 8, 8)] * 2, captions=["a\nsecond", "b\nsecond"], ncols=1, pad=2))
+    assert grid.shape[0] > one_line.height
+    image_rows = np.flatnonzero((grid == COLOURS[0]).all(axis=2).any(axis=1))
+    text_rows = np.flatnonzero((grid < 128).all(axis=2).any(axis=1))  # black text; the red squares have R = 255
+    first, second = image_rows[:8], image_rows[8:]
+    assert len(image_rows) == 16 and (np.diff(first) == 1).all() and (np.diff(second) == 1).all()
+    under_first = text_rows[(text_rows > first[-1]) & (text_rows < second[0])]
+    under_second = text_rows[text_rows > second[-1]]
+    assert len(under_first) + len(under_second) == len(text_rows), "text was drawn over an image"
+    one_line_rows = np.flatnonzero((np.asarray(one_line) < 128).all(axis=2).any(axis=1))
+    one_line_span = np.ptp(one_line_rows[one_line_rows < one_line.height // 2])
+    for rows in (under_first, under_second):
+        assert len(rows) and np.ptp(rows) > one_line_span + 6, "the second caption line is missing from its row"

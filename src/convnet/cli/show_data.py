@@ -22,6 +22,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.count < 1:
         raise ConfigError(f"--count must be at least 1, got {args.count}.")
+    if not args.out.lower().endswith(".png"):
+        raise ConfigError(f"--out must name a .png file, got {args.out!r}.")
     ds = load_dataset(args.data, args.split)
     n = min(args.count, len(ds))
     captions = [ds.classes[i] for i in ds.labels[:n].tolist()]

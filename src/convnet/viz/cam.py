@@ -30,7 +30,7 @@ from PIL import Image
 from convnet.engine.checkpoint import Classifier
 from convnet.errors import ConfigError
 from convnet.viz.features import batch_of_one
-from convnet.viz.grid import fit_scale, image_grid, to_pil
+from convnet.viz.grid import fit_scale, image_grid, save_png, to_pil
 
 CAM_PIXELS = 256  # the overlay is upscaled until its longer side is about this many pixels
 CAM_ALPHA = 0.5  # weight of the colour map over the image
@@ -140,8 +140,4 @@ def write_cam(clf: Classifier, image, out_dir: str | Path, class_name: str | Non
         ncols=2,
         scale=fit_scale(pixels.shape[1:], CAM_PIXELS),
     )
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"cam_{cam.class_name}.png"
-    figure.save(path)
-    return path
+    return save_png(figure, Path(out_dir) / f"cam_{cam.class_name}.png")

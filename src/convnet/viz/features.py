@@ -17,7 +17,7 @@ from PIL import Image
 
 from convnet.engine.checkpoint import Classifier, normalize
 from convnet.errors import ConfigError
-from convnet.viz.grid import fit_scale, image_grid
+from convnet.viz.grid import fit_scale, image_grid, save_png
 
 MAP_PIXELS = 64  # a feature map is upscaled until its longer side is about this many pixels
 FILTER_PIXELS = 48  # likewise for a first-layer filter (3x3 or 5x5 weights)
@@ -115,11 +115,5 @@ def write_features(clf: Classifier, image, out_dir: str | Path) -> list[Path]:
     filters = first_layer_filters(clf)  # first: a model without convolutions fails before writing anything
     maps = feature_maps(clf, image)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, activation in maps:
-        paths.append(out / f"features_{name}.png")
-        render_feature_maps(activation).save(paths[-1])
-    paths.append(out / "filters.png")
-    render_filters(filters).save(paths[-1])
-    return paths
+    paths = [save_png(render_feature_maps(activation), out / f"features_{name}.png") for name, activation in maps]
+    return [*paths, save_png(render_filters(filters), out / "filters.png")]

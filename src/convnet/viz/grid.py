@@ -15,7 +15,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from convnet.data.cache import atomic_write
+
 ImageLike = torch.Tensor | np.ndarray
+SAMPLE_PIXELS = 96  # sample grids upscale small images to about this many pixels a side
 
 
 def fit_scale(size: tuple[int, int], target: int) -> int:
@@ -56,15 +59,16 @@ def image_grid(
     Args:
         images: uint8 (N, C, H, W), or a list of (C, H, W) / (H, W) images; sizes may differ
             (each is centred in a cell as large as the largest).
-        captions: one line of text under each image, or None for no caption row.
+        captions: text under each image ("\n" starts a new line), or None for no caption row.
         ncols: images per row; default ceil(sqrt(N)), a near-square grid.
         scale: integer nearest-neighbour upscaling applied to every image.
         pad: pixels of background around and between cells.
         background: grey level (0..255) of the padding.
-        title: one line of text centred above the grid, or None.
+        title: text centred above the grid, or None.
         font_size: pixel size of captions and title; None: Pillow's default font.
     Returns:
-        An RGB image of ceil(N / ncols) rows and min(N, ncols) columns of cells.
+        An RGB image: the title row, if any, above ceil(N / ncols) rows and min(N, ncols)
+        columns of cells.
     """
     tiles = [to_pil(im, scale) for im in images]
     if not tiles:
@@ -74,39 +78,47 @@ def image_grid(
     ncols = min(ncols or math.ceil(math.sqrt(len(tiles))), len(tiles))
     nrows = math.ceil(len(tiles) / ncols)
 
-    font = ImageFont.load_default(font_size) if font_size else ImageFont.load_default()
-    boxes = [font.getbbox(text) for text in captions] if captions is not None else []
+    font = ImageFont.load_default(font_size)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+
+    def size(text: str) -> tuple[int, int]:
+        """(width, height) of `text` in whole pixels, its lines centred under each other."""
+        box = measure.multiline_textbbox((0, 0), text, font=font, align="center")
+        return math.ceil(box[2]), math.ceil(box[3])
+
+    sizes = [size(text) for text in captions or ()]
     # Cells are wide enough for the widest caption; the caption row is as tall as the tallest text.
-    caption_h = max((b[3] for b in boxes), default=0) + (pad if boxes else 0)
-    cell_w = max([t.width for t in tiles] + [b[2] for b in boxes])
+    caption_h = max((h for _, h in sizes), default=0) + (pad if sizes else 0)
+    cell_w = max([t.width for t in tiles] + [w for w, _ in sizes])
     cell_h = max(t.height for t in tiles)
     cells_w = pad + ncols * (cell_w + pad)
-    title_box = font.getbbox(title) if title else (0, 0, 0, 0)
-    title_h = title_box[3] + pad if title else 0
-    width = max(cells_w, title_box[2] + 2 * pad)
-    left, top = (width - cells_w) // 2, title_h  # the cells, centred under a wider title
+    title_w, title_h = size(title) if title else (0, 0)
+    title_h += pad if title else 0
+    width = max(cells_w, title_w + 2 * pad)
+    left = (width - cells_w) // 2  # the cells, centred under a wider title
 
     grid = Image.new("RGB", (width, title_h + pad + nrows * (cell_h + caption_h + pad)), (background,) * 3)
     draw = ImageDraw.Draw(grid)
     text_colour = (0,) * 3 if background >= 128 else (255,) * 3
     if title:
-        draw.text(((width - title_box[2]) // 2, pad), title, fill=text_colour, font=font)
+        draw.multiline_text(((width - title_w) // 2, pad), title, fill=text_colour, font=font, align="center")
     for i, tile in enumerate(tiles):
         x = left + pad + (i % ncols) * (cell_w + pad)
-        y = top + pad + (i // ncols) * (cell_h + caption_h + pad)
+        y = title_h + pad + (i // ncols) * (cell_h + caption_h + pad)
         grid.paste(tile, (x + (cell_w - tile.width) // 2, y + (cell_h - tile.height) // 2))
         if captions is not None:
-            draw.text((x + (cell_w - boxes[i][2]) // 2, y + cell_h + pad), captions[i], fill=text_colour, font=font)
+            draw.multiline_text((x + (cell_w - sizes[i][0]) // 2, y + cell_h + pad), captions[i], fill=text_colour, font=font, align="center")
     return grid
 
 
-SAMPLE_PIXELS = 96  # sample grids upscale small images to about this many pixels a side
+def save_png(image: Image.Image, path: str | Path) -> Path:
+    """Write `image` as a PNG through a temporary file and a rename (folders made as needed)."""
+    path = Path(path)
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+    return path
 
 
 def save_image_grid(images: torch.Tensor, captions: Sequence[str], path: str | Path, ncols: int = 5, title: str | None = None) -> Path:
     """Images (N, C, H, W) uint8 in a grid, each with its caption below, as the tutorial shows the data; a PNG at `path`."""
-    grid = image_grid(images, captions, ncols=ncols, scale=fit_scale(tuple(images.shape[2:]), SAMPLE_PIXELS), pad=6, title=title, font_size=14)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(path)
-    return path
+    scale = fit_scale(tuple(images.shape[2:]), SAMPLE_PIXELS)
+    return save_png(image_grid(images, captions, ncols=ncols, scale=scale, pad=6, title=title, font_size=14), path)

@@ -1,0 +1,122 @@
+"""What each engine-level speed choice is worth: training throughput with it and without it.
+
+    python benchmarks/engine_speed.py [--repeats 3]
+
+Each case trains one epoch of the real training loop (engine.train's `_Trainer.train_epoch`:
+batches cut from in-memory tensors, augmentation, forward, backward, optimizer step) on random
+images of CIFAR-10's shape, after one epoch of warm-up, in a child process of its own: the
+allocator setting is process-wide and cannot be undone. Cases run interleaved, `--repeats`
+rounds, and each figure is the median over the rounds, so slow drift of a noisy machine hits
+every case alike. Compared, each against the recipe as shipped:
+
+    allocator   glibc's default malloc against engine.allocator.keep_freed_memory
+                (also counted: minor page faults per image)
+    pool order  the tutorial network's layers applied one by one (ReLU, then max-pool) against
+                SequentialNet's pool-then-ReLU
+    precision   fp32 against bf16 autocast, for the tutorial network and airnet
+
+Writes benchmarks/results/engine_speed.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import replace
+
+from _common import write_result
+
+# name -> (recipe, images per epoch, variation from the recipe)
+CASES = {
+    "tutorial-fast": ("tutorial-fast", 20_000, {}),
+    "tutorial-fast relu-then-pool": ("tutorial-fast", 20_000, {"relu_then_pool": True}),
+    "tutorial-fast fp32": ("tutorial-fast", 20_000, {"precision": "fp32"}),
+    "fast": ("fast", 10_000, {}),
+    "fast default malloc": ("fast", 10_000, {"default_malloc": True}),
+    "fast fp32": ("fast", 10_000, {"precision": "fp32"}),
+}
+# (what is compared, the slower variant, the shipped one)
+COMPARISONS = {
+    "allocator (airnet, batch 1000)": ("fast default malloc", "fast"),
+    "pool then ReLU (tutorial network, batch 128)": ("tutorial-fast relu-then-pool", "tutorial-fast"),
+    "bf16 autocast (tutorial network, batch 128)": ("tutorial-fast fp32", "tutorial-fast"),
+    "bf16 autocast (airnet, batch 1000)": ("fast fp32", "fast"),
+}
+
+
+def child(name: str) -> dict:
+    """Train one warm-up epoch and one timed epoch of case `name`; returns its figures."""
+    import torch
+
+    import convnet.engine.train as engine
+    from convnet.data.dataset import Dataset
+    from convnet.engine.allocator import keep_freed_memory
+    from convnet.engine.recipes import RECIPES
+    from convnet.engine.run_folder import RunFolder
+
+    recipe, n, variation = CASES[name]
+    variation = dict(variation)
+    if variation.pop("default_malloc", False):
+        engine.keep_freed_memory = lambda: None  # the trainer's one call to it, skipped
+    relu_then_pool = variation.pop("relu_then_pool", False)
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    labels = torch.randint(0, 10, (n,), generator=gen)
+    data = engine.TrainData(Dataset(images, labels, tuple(str(i) for i in range(10)), "random"), None, (0.5,) * 3, (0.25,) * 3)
+    with tempfile.TemporaryDirectory() as tmp:
+        config = replace(RECIPES[recipe], runs_dir=tmp, name="run", **variation)
+        trainer = engine._Trainer(config, data, RunFolder.create(config), progress=False)
+        if relu_then_pool:
+            trainer.forward = trainer.model.layers  # nn.Sequential: every layer in its listed order
+        trainer.train_epoch(0)
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        seconds = trainer.train_epoch(1)[2]
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    tuned = keep_freed_memory.cache_info().currsize == 1  # whether the trainer's call really ran
+    assert tuned != (name == "fast default malloc"), f"{name}: the allocator setting is not the one this case measures"
+    return {"ms_per_image": 1000 * seconds / n, "minor_faults_per_image": faults / n, "batch_size": config.batch_size,
+            "autocast": str(trainer.amp), "malloc_tuned": tuned}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=3, help="interleaved rounds over all cases")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child)))
+        return
+    runs: dict[str, list[dict]] = {name: [] for name in CASES}
+    for round_ in range(args.repeats):
+        for name in CASES:
+            out = subprocess.run([sys.executable, __file__, "--child", name], check=True, stdout=subprocess.PIPE, text=True).stdout
+            runs[name].append(json.loads(out.strip().splitlines()[-1]))
+            print(f"round {round_ + 1}/{args.repeats}  {name}: {runs[name][-1]['ms_per_image']:.4f} ms/image", flush=True)
+    cases = {
+        name: {
+            "ms_per_image": statistics.median(r["ms_per_image"] for r in rs),
+            "ms_per_image_each_round": [round(r["ms_per_image"], 5) for r in rs],
+            "minor_faults_per_image": statistics.median(r["minor_faults_per_image"] for r in rs),
+            "batch_size": rs[0]["batch_size"],
+            "autocast": rs[0]["autocast"],
+            "malloc_tuned": rs[0]["malloc_tuned"],
+        }
+        for name, rs in runs.items()
+    }
+    speedups = {what: cases[slow]["ms_per_image"] / cases[fast]["ms_per_image"] for what, (slow, fast) in COMPARISONS.items()}
+    for what, x in speedups.items():
+        print(f"{what}: {x:.3f}x")
+    write_result("engine_speed", {
+        "method": "one epoch of the real training loop on random 3x32x32 images after one warm-up epoch, "
+                  f"each case in its own process, median of {args.repeats} interleaved rounds",
+        "cases": cases,
+        "speedup_of_shipped_choice": speedups,
+    })
+
+
+if __name__ == "__main__":
+    main()
