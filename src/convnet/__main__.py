@@ -1,5 +1,3 @@
-import sys
+from convnet.cli import entry_point
 
-from convnet.cli import main
-
-sys.exit(main())
+entry_point()

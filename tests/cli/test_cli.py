@@ -96,8 +96,14 @@ def test_unknown_class_in_evaluation_data_is_an_error(trained, tmp_path, capsys)
     assert "purple" in capsys.readouterr().err
 
 
-def test_entry_points_run():
+def test_entry_points_run(capsys):
+    assert main(["explain"]) == 0
+    in_process = capsys.readouterr().out
     for cmd in (["convnet"], [sys.executable, "-m", "convnet"]):
         exe = cmd if cmd[0] != "convnet" else [str(__import__("pathlib").Path(sys.executable).parent / "convnet")]
         out = subprocess.run([*exe, "--help"], capture_output=True, text=True, check=True).stdout
         assert "train" in out and "predict" in out
+        failed = subprocess.run([*exe, "train", "--epochs", "0"], capture_output=True, text=True)
+        assert failed.returncode == 2 and failed.stderr.startswith("error: ") and "--epochs" in failed.stderr
+        # All of a long output reaches a pipe before the process exits.
+        assert subprocess.run([*exe, "explain"], capture_output=True, text=True, check=True).stdout == in_process
