@@ -87,8 +87,8 @@ def entry_point() -> None:
     """The `convnet` executable and `python -m convnet`: `main`, then exit with its status."""
     status = main()
     # Everything still alive dies with the process. Freezing it spares the interpreter's exit a
-    # full garbage collection over torch's objects and the run's, which takes about half a second
-    # (benchmarks/results/engine_speed.json would not show it: it is outside training).
+    # full garbage collection over torch's objects and the run's, a wait the user sees after every
+    # command (benchmarks/keras_vs_convnet.py times whole processes, so its figures include it).
     gc.freeze()
     sys.exit(status)
 
