@@ -55,7 +55,7 @@ def run_convnet(recipe: str, data: str, val_split: float, seed: int, runs: Path)
     cmd = [sys.executable, "-m", "convnet", "train", "--recipe", recipe, "--data", data, "--val-split", str(val_split),
            "--seed", str(seed), "--runs-dir", str(runs), "--name", recipe, "--quiet"]
     seconds, _ = timed_run(cmd, check=True)
-    rows = list(csv.DictReader(open(runs / recipe / "history.csv")))
+    rows = list(csv.DictReader((runs / recipe / "history.csv").read_text().splitlines()))
     return {"wall_seconds": seconds, "epochs": len(rows), "train_seconds": sum(float(r["seconds"]) for r in rows),
             "val_acc": float(rows[-1]["val_acc"]), "val_acc_per_epoch": [float(r["val_acc"]) for r in rows]}
 
@@ -83,7 +83,7 @@ def main() -> None:
         for round_ in range(args.repeats):
             # Each round runs every contender once, so slow drift of a noisy machine hits them alike.
             wall, _ = timed_run([str(keras_python), str(REPO / "benchmarks" / "keras_tutorial.py"), str(tmp / "split.npz"), str(tmp / "keras.json"), str(args.epochs)], check=True)
-            keras_rounds.append({**json.load(open(tmp / "keras.json")), "wall_seconds": wall})
+            keras_rounds.append({**json.loads((tmp / "keras.json").read_text()), "wall_seconds": wall})
             for name in RECIPES:
                 convnet_rounds[name].append(run_convnet(name, args.data, args.val_split, args.seed, tmp / f"runs{round_}"))
             print(f"round {round_ + 1}/{args.repeats}: keras {wall:.1f} s, " + ", ".join(f"{n} {rs[-1]['wall_seconds']:.1f} s" for n, rs in convnet_rounds.items()), flush=True)

@@ -57,7 +57,7 @@ def run_entry(name: str, data: str, runs: Path, seed: int = 0) -> dict:
     convnet = [sys.executable, "-m", "convnet"]
     key = entry_key(name, seed)
     train_seconds, peak_gb = run_child([*convnet, "train", *args, "--runs-dir", str(runs), "--name", key, "--quiet"])
-    rows = list(csv.DictReader(open(runs / key / "history.csv")))
+    rows = list(csv.DictReader((runs / key / "history.csv").read_text().splitlines()))
     out = {"command": "convnet train " + " ".join(args), "wall_seconds": train_seconds, "peak_memory_gb": peak_gb,
            "epochs": len(rows), "per_epoch": [{k: r[k] for k in ("epoch", "val_acc", "train_acc", "seconds")} for r in rows]}
     model = runs / key / "model.safetensors"

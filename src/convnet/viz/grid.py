@@ -8,8 +8,8 @@ network saw stays a visible square instead of being smoothed away.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
