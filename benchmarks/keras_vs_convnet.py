@@ -91,7 +91,7 @@ def main() -> None:
              **{key: median_of(keras_rounds, key) for key in ("wall_seconds", "fit_seconds", "val_acc")}, "rounds": keras_rounds}
     results = {}
     for name, rounds in convnet_rounds.items():
-        for r, k in zip(rounds, keras_rounds):
+        for r, k in zip(rounds, keras_rounds, strict=True):
             r["speedup_vs_keras_wall"] = k["wall_seconds"] / r["wall_seconds"]
             r["speedup_vs_keras_fit"] = k["fit_seconds"] / r["wall_seconds"]
         keys = ("wall_seconds", "train_seconds", "val_acc", "speedup_vs_keras_wall", "speedup_vs_keras_fit")
