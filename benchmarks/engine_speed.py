@@ -2,7 +2,7 @@
 
     python benchmarks/engine_speed.py [--repeats 3]
 
-Each case trains one epoch of the real training loop (engine.train's `_Trainer.train_epoch`:
+Each case trains one epoch of the real training loop (`engine.torch_trainer.TorchTrainer.train_epoch`:
 batches cut from in-memory tensors, augmentation, forward, backward, optimizer step) on random
 images of CIFAR-10's shape, after one epoch of warm-up, in a child process of its own: the
 allocator setting is process-wide and cannot be undone. Cases run interleaved, `--repeats`
@@ -52,9 +52,10 @@ def child(name: str) -> dict:
     """Train one warm-up epoch and one timed epoch of case `name`; returns its figures."""
     import torch
 
-    import convnet.engine.train as engine
+    import convnet.engine.torch_trainer as engine
     from convnet.data.dataset import Dataset
     from convnet.engine.allocator import keep_freed_memory
+    from convnet.engine.loop import TrainData
     from convnet.engine.recipes import RECIPES
     from convnet.engine.run_folder import RunFolder
 
@@ -66,10 +67,10 @@ def child(name: str) -> dict:
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen)
     labels = torch.randint(0, 10, (n,), generator=gen)
-    data = engine.TrainData(Dataset(images, labels, tuple(str(i) for i in range(10)), "random"), None, (0.5,) * 3, (0.25,) * 3)
+    data = TrainData(Dataset(images, labels, tuple(str(i) for i in range(10)), "random"), None, (0.5,) * 3, (0.25,) * 3)
     with tempfile.TemporaryDirectory() as tmp:
         config = replace(RECIPES[recipe], runs_dir=tmp, name="run", **variation)
-        trainer = engine._Trainer(config, data, RunFolder.create(config), progress=False)
+        trainer = engine.TorchTrainer(config, data, RunFolder.create(config), progress=False)
         if relu_then_pool:
             trainer.forward = trainer.model.layers  # nn.Sequential: every layer in its listed order
         trainer.train_epoch(0)

@@ -15,8 +15,8 @@ __version__ = "0.1.0"
 _API = {
     "load_dataset": "convnet.data.sources",
     "Dataset": "convnet.data.dataset",
-    "create_model": "convnet.models.registry",
-    "list_models": "convnet.models.registry",
+    "create_model": "convnet.models",
+    "list_models": "convnet.models",
     "TrainConfig": "convnet.engine.config",
     "train": "convnet.engine.train",
     "resume": "convnet.engine.train",

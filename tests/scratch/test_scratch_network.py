@@ -11,7 +11,7 @@ from safetensors.numpy import save_file
 from convnet.engine.checkpoint import ModelInfo, load_checkpoint, save_model
 from convnet.errors import CheckpointError, DataError
 from convnet.models import create_model
-from convnet.models.spec import TUTORIAL_SPEC
+from convnet.spec import TUTORIAL_SPEC
 from convnet.scratch.losses import CrossEntropyLoss
 from convnet.scratch.network import (
     build_network,

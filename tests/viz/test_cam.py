@@ -19,6 +19,15 @@ from convnet.engine.checkpoint import (
 from convnet.errors import ConvnetError, DataError
 from convnet.models import create_model, list_models
 from convnet.viz.cam import cam_overlay, grad_cam, write_cam
+
+
+def grad_cam_of(clf: Classifier, image, class_name=None):
+    return grad_cam(clf.model, clf.model_input(image), clf.classes, class_name)
+
+
+def write_cam_of(clf: Classifier, image, out_dir, class_name=None):
+    pixels = clf.to_input(image)
+    return write_cam(clf.model, pixels, clf.model_input(pixels), clf.classes, out_dir, class_name)
 from tests.helpers import LIGHT_ARGS
 
 CLASSES = ("left", "right", "none")
@@ -105,7 +114,7 @@ def test_matches_float64_reference(trained, class_name):
     for image in images[two_of_each]:
         # The tutorial's last spatial map is forward_features' output: the ReLU after conv 3, 64x4x4.
         want, c, p = reference_grad_cam(in_float64(clf.model), image, clf.info, None if class_name is None else CLASSES.index(class_name))
-        cam = grad_cam(clf, image, class_name)
+        cam = grad_cam_of(clf, image, class_name)
         assert cam.class_name == CLASSES[c]
         assert cam.probability == pytest.approx(p, abs=1e-5)
         assert cam.heatmap.shape == SIZE and cam.heatmap.dtype == torch.float32
@@ -127,7 +136,7 @@ def test_target_is_the_last_map_before_global_pooling(tmp_path):
     image = torch.randint(0, 256, (1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
     for c in range(4):
         want, _, p = reference_grad_cam(in_float64(clf.model, split=6), image, info, c)
-        cam = grad_cam(clf, image, info.classes[c])
+        cam = grad_cam_of(clf, image, info.classes[c])
         torch.testing.assert_close(cam.heatmap.double(), want, rtol=0, atol=1e-4)
         assert cam.probability == pytest.approx(p, abs=1e-5)
 
@@ -146,7 +155,7 @@ def test_every_registered_model_matches_the_reference_on_its_feature_map(name, m
     image = torch.randint(0, 256, (3, *SIZE), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
     for class_name in (None, "b"):
         want, c, p = reference_grad_cam(in_float64(clf.model), image, info, None if class_name is None else 1)
-        cam = grad_cam(clf, image, class_name)
+        cam = grad_cam_of(clf, image, class_name)
         assert cam.class_name == info.classes[c] and cam.probability == pytest.approx(p, abs=1e-5)
         torch.testing.assert_close(cam.heatmap.double(), want, rtol=0, atol=1e-4)
 
@@ -158,7 +167,7 @@ def test_heatmap_lies_on_the_side_of_the_square(trained):
     for image, label in zip(images, labels.tolist()):
         if label == 2:
             continue
-        heat = grad_cam(clf, image, CLASSES[label]).heatmap
+        heat = grad_cam_of(clf, image, CLASSES[label]).heatmap
         left = float(heat[:, :16].sum() / heat.sum())
         fractions.append(left if label == 0 else 1 - left)
     assert min(fractions) > 0.5, "some heatmap has most of its mass on the side without the square"
@@ -168,7 +177,7 @@ def test_heatmap_lies_on_the_side_of_the_square(trained):
 def test_unknown_class_lists_the_known_ones(trained):
     path, (images, _) = trained
     with pytest.raises(ConvnetError, match="left, right, none"):
-        grad_cam(load_checkpoint(path), images[0], "cat")
+        grad_cam_of(load_checkpoint(path), images[0], "cat")
 
 
 def test_overlay_blends_jet_over_the_image():
@@ -202,20 +211,20 @@ def test_write_cam_writes_a_png_that_depends_on_the_image(trained, tmp_path):
     clf = load_checkpoint(path)
     left = save_png(images[first_of(labels, 0)], tmp_path / "left.png")
     right = save_png(images[first_of(labels, 1)], tmp_path / "right.png")
-    a = write_cam(clf, left, tmp_path / "a", "left")
-    b = write_cam(clf, right, tmp_path / "b", "left")
+    a = write_cam_of(clf, left, tmp_path / "a", "left")
+    b = write_cam_of(clf, right, tmp_path / "b", "left")
     assert a == tmp_path / "a" / "cam_left.png" and b == tmp_path / "b" / "cam_left.png"
     pixels_a, pixels_b = read_png(a), read_png(b)
     assert pixels_a.shape == pixels_b.shape and pixels_a.shape[1] > 2 * 256
     assert not np.array_equal(pixels_a, pixels_b)
-    assert write_cam(clf, right, tmp_path / "c").name == "cam_right.png"  # the prediction by default
+    assert write_cam_of(clf, right, tmp_path / "c").name == "cam_right.png"  # the prediction by default
 
 
 def test_unreadable_image_is_a_data_error(trained, tmp_path):
     path, _ = trained
     (tmp_path / "x.jpg").write_bytes(b"\xff\xd8 truncated")
     with pytest.raises(DataError, match="x.jpg"):
-        write_cam(load_checkpoint(path), tmp_path / "x.jpg", tmp_path / "out")
+        write_cam_of(load_checkpoint(path), tmp_path / "x.jpg", tmp_path / "out")
 
 
 def test_cli_end_to_end(trained, tmp_path, capsys, monkeypatch):

@@ -18,7 +18,7 @@ from convnet.engine.checkpoint import (
 )
 from convnet.errors import ConfigError, DataError
 from convnet.models import create_model, list_models
-from convnet.models.spec import TUTORIAL_SPEC, plan
+from convnet.spec import TUTORIAL_SPEC, plan
 from convnet.viz.features import (
     feature_maps,
     first_layer_filters,
@@ -62,7 +62,7 @@ def case(request, tmp_path):
 def test_feature_maps_equal_the_layers_run_by_hand(case):
     ckpt, images, planned = case
     clf = load_checkpoint(ckpt)
-    maps = feature_maps(clf, images[0])
+    maps = feature_maps(clf.model, clf.model_input(images[0]))
 
     reference = copy.deepcopy(clf.model).double()
     x = normalize(clf.to_input(images[0])[None], clf.info.mean, clf.info.std).double()
@@ -82,7 +82,7 @@ def test_first_layer_filters_are_the_first_convolution_weights(case):
     ckpt, _, planned = case
     clf = load_checkpoint(ckpt)
     first = next(layer for layer in planned.layers if layer.kind == "conv2d").args
-    filters = first_layer_filters(clf)
+    filters = first_layer_filters(clf.model)
     assert filters.shape == (first["out_channels"], first["in_channels"], first["kernel"], first["kernel"])
     torch.testing.assert_close(filters, clf.model.layers[0].weight.detach(), rtol=0, atol=0)
 
@@ -97,7 +97,7 @@ def test_every_registered_model_shows_all_its_convolutions(name, tmp_path):
     info = ModelInfo(name, model_args, ("a", "b"), 3, (32, 32), (0.5,) * 3, (0.25,) * 3)
     clf = Classifier(create_model(name, num_classes=2, in_chans=3, input_size=(32, 32), **model_args), info)
     image = write_png(tmp_path / "x.png", 3, (32, 32), 0)
-    maps = feature_maps(clf, image)
+    maps = feature_maps(clf.model, clf.model_input(image))
 
     convs = [m for m in clf.model.modules() if isinstance(m, nn.Conv2d)]
     assert len(maps) == len(convs) and [m.shape[0] for _, m in maps] == [c.out_channels for c in convs]
@@ -107,7 +107,7 @@ def test_every_registered_model_shows_all_its_convolutions(name, tmp_path):
     bias = None if first.bias is None else first.bias.double()
     want = F.conv2d(x, first.weight.double(), bias, first.stride, first.padding)[0]
     torch.testing.assert_close(maps[0][1].double(), want, rtol=0, atol=1e-4)
-    assert len(write_features(clf, image, tmp_path / "out")) == len(convs) + 1
+    assert len(write_features(clf.model, clf.model_input(image), tmp_path / "out")) == len(convs) + 1
 
 
 def minmax_by_hand(a: np.ndarray) -> np.ndarray:
@@ -151,7 +151,7 @@ def test_write_features_writes_one_png_per_convolution_and_the_filters(case, tmp
     ckpt, images, planned = case
     clf = load_checkpoint(ckpt)
     convs = [i for i, layer in enumerate(planned.layers) if layer.kind == "conv2d"]
-    written = [write_features(clf, image, tmp_path / f"out{k}") for k, image in enumerate(images)]
+    written = [write_features(clf.model, clf.model_input(image), tmp_path / f"out{k}") for k, image in enumerate(images)]
 
     for paths, out in zip(written, ("out0", "out1")):
         assert [p.name for p in paths] == [f"features_layers.{i}.png" for i in convs] + ["filters.png"]
@@ -169,16 +169,16 @@ def test_unreadable_and_missing_images_are_data_errors(case, tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image at all")
     with pytest.raises(DataError, match="broken.png"):
-        write_features(clf, broken, tmp_path / "out")
+        write_features(clf.model, clf.model_input(broken), tmp_path / "out")
     with pytest.raises(DataError, match="no image file"):
-        feature_maps(clf, tmp_path / "missing.png")
+        feature_maps(clf.model, clf.model_input(tmp_path / "missing.png"))
     assert not (tmp_path / "out").exists()
 
 
 def test_a_model_without_convolutions_says_so(tmp_path):
     clf = load_checkpoint(saved_model(tmp_path, "spec", {"arch": "d8"}, 1, (8, 8)))
     with pytest.raises(ConfigError, match="no convolution layers"):
-        write_features(clf, write_png(tmp_path / "x.png", 1, (8, 8), 0), tmp_path / "out")
+        write_features(clf.model, clf.model_input(write_png(tmp_path / "x.png", 1, (8, 8), 0)), tmp_path / "out")
 
 
 def test_cli_writes_and_prints_the_pngs(tmp_path, capsys, monkeypatch):

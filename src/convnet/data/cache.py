@@ -1,4 +1,4 @@
-"""Where convnet keeps downloads and decoded arrays, and how it writes them safely.
+"""Where convnet keeps downloads and decoded arrays.
 
 Layout under `cache_home()`:
     cifar-10-python.tar.gz      the CIFAR-10 download
@@ -14,11 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+
+from convnet.files import atomic_write
 
 # Bump when the decoding or the stored layout changes, so old entries are no longer used.
 FORMAT_VERSION = 1
@@ -28,20 +29,6 @@ def cache_home() -> Path:
     """`$CONVNET_HOME` if set, else `~/.cache/convnet`: downloads and decoded arrays live here."""
     env = os.environ.get("CONVNET_HOME")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "convnet"
-
-
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call write(tmp_path), then rename over `path`: a crash never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def cache_key(kind: str, root: Path, files: Iterable[str], **params: object) -> str:
@@ -59,7 +46,8 @@ def cache_key(kind: str, root: Path, files: Iterable[str], **params: object) -> 
     state = hashlib.sha256()
     for name in files:
         st = os.stat(os.path.join(root, name))
-        state.update(f"\n{name}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+        # surrogateescape: a name that is not UTF-8 keeps its own bytes (os.fsdecode made it).
+        state.update(f"\n{name}\0{st.st_size}\0{st.st_mtime_ns}".encode("utf-8", "surrogateescape"))
     return f"{what.hexdigest()[:16]}-{state.hexdigest()[:16]}"
 
 

@@ -9,7 +9,7 @@ Format ("convnet.model/1"): a safetensors file whose tensors are the model's `st
 
 Images go into the model as `(x / 255 - mean) / std` per channel, x being uint8 (N, C, H, W)
 (`engine.inference.normalize`).
-`evaluate`, `predict`, the NumPy engine and the server all read this one file.
+`evaluate`, `predict`, `features`, `cam` and the NumPy engine all read this one file.
 """
 from __future__ import annotations
 
@@ -22,10 +22,11 @@ import torch.nn as nn
 from PIL import Image, UnidentifiedImageError
 from safetensors.torch import save_file
 
-from convnet.data.cache import atomic_write
 from convnet.data.images import load_image, pil_to_tensor
-from convnet.engine.inference import batched_logits, normalize  # noqa: F401  (normalize: part of this module's API)
+from convnet.data.normalize import normalize
+from convnet.engine.inference import batched_logits
 from convnet.errors import DataError
+from convnet.files import atomic_write
 from convnet.formats import MODEL_FORMAT as FORMAT
 from convnet.formats import read_model_arrays
 from convnet.models import create_model
@@ -102,6 +103,11 @@ class Classifier:
             return image
         return pil_to_tensor(image, size, chans)
 
+    def model_input(self, image) -> torch.Tensor:
+        """One image (see `to_input`) -> normalized float (1, C, H, W) on the model's device:
+        what `viz.features` and `viz.cam` take."""
+        return normalize(self.to_input(image)[None].to(self.device), self.info.mean, self.info.std)
+
     def logits(self, images: torch.Tensor, batch_size: int = 512, tta: int = 0) -> torch.Tensor:
         """uint8 (N, C, H, W) -> float32 logits (N, num_classes), in fp32, evaluated in batches."""
         return batched_logits(self.model, images, self.info.mean, self.info.std, batch_size, tta=tta)
@@ -115,6 +121,7 @@ class Classifier:
 
 
 def build_model(info: ModelInfo) -> nn.Module:
+    """The untrained architecture a model file describes (the one place a ModelInfo becomes a model)."""
     return create_model(info.model, num_classes=len(info.classes), in_chans=info.in_chans, input_size=info.input_size, **info.model_args)
 
 

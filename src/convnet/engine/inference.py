@@ -7,6 +7,7 @@ import functools
 import torch
 import torch.nn as nn
 
+from convnet.data.normalize import normalize
 from convnet.engine.tta import tta_logits
 from convnet.errors import ConfigError
 
@@ -45,13 +46,6 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float32 model input, (x / 255 - mean) / std per channel."""
-    m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    return (images.float() / 255.0 - m) / s
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Classifying image files: folders expanded, each file answered on its own."""
+"""Top-k classes: of images in memory (tensors, Pillow images), and of files, each answered on its own."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,11 +11,13 @@ from convnet.data.images import is_image_file
 from convnet.engine.checkpoint import Classifier
 from convnet.errors import DataError
 
+Ranking = list[tuple[str, float]]  # (class, probability), most probable first
+
 
 @dataclass(frozen=True)
 class FileResult:
     path: str
-    predictions: list[tuple[str, float]] | None = None  # (class, probability), most probable first
+    predictions: Ranking | None = None
     error: str | None = None
 
     def to_dict(self) -> dict:
@@ -35,9 +37,23 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
+def rank(clf: Classifier, images, k: int = 3, tta: int = 0) -> list[Ranking]:
+    """The k most probable classes of each image.
+
+    Args:
+        images: a uint8 (N, C, H, W) tensor at the model's size, or a list of Pillow images,
+            uint8 (C, H, W) tensors or paths (each converted as `Classifier.to_input` does).
+        k: clipped to 1..number of classes.
+    Returns:
+        One ranking per image, probabilities rounded to 6 decimals.
+    """
+    k = max(1, min(k, len(clf.classes)))
+    p, idx = clf.predict(images, tta=tta).topk(k, dim=1)
+    return [[(clf.classes[i], round(v, 6)) for i, v in zip(row_i, row_p)] for row_i, row_p in zip(idx.tolist(), p.tolist())]
+
+
 def predict_files(clf: Classifier, paths: Iterable[str | Path], top_k: int = 3, tta: int = 0, batch_size: int = 256) -> Iterator[FileResult]:
     """Top-k classes per file. A file that cannot be read yields an error result; the rest still run."""
-    top_k = max(1, min(top_k, len(clf.classes)))
     files = expand_paths(paths)
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
@@ -48,10 +64,6 @@ def predict_files(clf: Classifier, paths: Iterable[str | Path], top_k: int = 3, 
             except DataError as e:
                 loaded.append((f, None, str(e)))
         good = [x for _, x, _ in loaded if x is not None]
-        probs = iter(clf.predict(torch.stack(good), tta=tta) if good else [])
-        for f, x, err in loaded:
-            if err is not None:
-                yield FileResult(str(f), error=err)
-                continue
-            p, idx = next(probs).topk(top_k)
-            yield FileResult(str(f), [(clf.classes[i], round(v, 6)) for i, v in zip(idx.tolist(), p.tolist())])
+        rankings = iter(rank(clf, torch.stack(good), top_k, tta) if good else [])
+        for f, _, err in loaded:
+            yield FileResult(str(f), error=err) if err is not None else FileResult(str(f), next(rankings))

@@ -7,7 +7,7 @@
       state.pt           training state after the last finished epoch (model, optimizer,
                          EMA, history), for --resume
       curves.png         accuracy and loss per epoch, train vs validation
-      samples.png        the first training images with their classes
+      samples.png        25 training images (a seeded shuffle) with their classes
 
 Every file is written through a temporary file and a rename, so a kill at any moment leaves
 the previous epoch's files whole.
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from convnet.data.cache import atomic_write
+from convnet.files import atomic_write
 from convnet.engine.config import TrainConfig
 from convnet.errors import CheckpointError, ConfigError
 

@@ -12,15 +12,14 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from convnet.engine.checkpoint import save_model
+from convnet.engine.checkpoint import build_model, save_model
 from convnet.engine.config import TrainConfig
+from convnet.engine.loop import EpochLoop, TrainData, TrainingDiverged, model_info
 from convnet.engine.run_folder import RunFolder
-from convnet.engine.train import EpochLoop, TrainData, TrainingDiverged, model_info
 from convnet.errors import ConfigError
-from convnet.models import create_model
-from convnet.models.spec import TUTORIAL_SPEC
 from convnet.scratch import network, optim
 from convnet.scratch.train import evaluate, train_epoch
+from convnet.spec import TUTORIAL_SPEC
 
 
 def _check(config: TrainConfig) -> str:
@@ -56,7 +55,7 @@ class ScratchTrainer(EpochLoop):
             self.optimizer = optim.SGD(self.net.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=True)
         self.x, self.y = _float_images(data.train.images, data.mean, data.std), data.train.labels.numpy()
         self.val = None if data.val is None else (_float_images(data.val.images, data.mean, data.std), data.val.labels.numpy())
-        self.torch_model = create_model(config.model, num_classes=len(data.train.classes), in_chans=c, input_size=(h, w), **config.model_args)
+        self.torch_model = build_model(model_info(config, data, {}))
 
     lr = property(lambda self: self.config.lr)
 

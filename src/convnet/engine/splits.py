@@ -7,6 +7,7 @@ from pathlib import Path
 from convnet.data.dataset import Dataset
 from convnet.data.sources import load_dataset
 from convnet.engine.checkpoint import ModelInfo
+from convnet.engine.prepare import prepare_data
 from convnet.engine.run_folder import RunFolder
 from convnet.errors import DataError
 
@@ -26,8 +27,6 @@ def evaluation_split(checkpoint: str | Path, info: ModelInfo, data: str | None, 
         if split != "test":
             raise DataError(f"Without --data, --split {split} needs the run folder's config.json next to the model; pass --data.")
         return load_dataset(None, "test", image_size=info.input_size, channels=info.in_chans)
-    from convnet.engine.train import prepare_data
-
     config = RunFolder.open(run_dir).read_config()
     if split == "test":
         return load_dataset(config.data, "test", image_size=info.input_size, channels=info.in_chans)

@@ -1,14 +1,9 @@
 """Model architectures, each registered by name (see `registry`).
 
-Attributes load lazily so that torch-free code (the NumPy `scratch` engine) can import
-`convnet.models.spec` without importing torch.
+Importing this package imports every family, whose `@register_model` decorators fill the
+registry (as timm does); the registry itself imports none of them.
 """
+from convnet.models import airnet, resnet, sequential  # noqa: F401  (imported to register their models)
+from convnet.models.registry import create_model, list_models, register_model
+
 __all__ = ["create_model", "list_models", "register_model"]
-
-
-def __getattr__(name: str):
-    if name in __all__:
-        from convnet.models import registry
-
-        return getattr(registry, name)
-    raise AttributeError(name)

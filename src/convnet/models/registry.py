@@ -5,6 +5,9 @@
 
     create_model("tutorial", num_classes=10, in_chans=3, input_size=(32, 32))
 
+The families register themselves when `convnet.models` is imported, so build models through
+that package (`from convnet.models import create_model`).
+
 Every registered builder takes `num_classes`, `in_chans` and `input_size` plus its own
 keyword arguments, and returns an `nn.Module` with the attributes `num_classes` and `in_chans`
 and the methods `forward_features(x)` and `forward_head(features)`. Models take float images
@@ -29,13 +32,7 @@ def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[.
     return add
 
 
-def _register_builtins() -> None:
-    # Importing a family's module runs its @register_model decorators.
-    from convnet.models import airnet, resnet, sequential  # noqa: F401
-
-
 def list_models() -> list[str]:
-    _register_builtins()
     return sorted(_REGISTRY)
 
 
@@ -55,7 +52,6 @@ def create_model(
         input_size: (H, W) of the input images; fixed-size heads are sized from it.
         model_args: the architecture's own arguments (widths, depth, spec string...).
     """
-    _register_builtins()
     if name not in _REGISTRY:
         raise ValueError(f"Unknown model {name!r}; choose one of: {', '.join(list_models())}.")
     return _REGISTRY[name](num_classes=num_classes, in_chans=in_chans, input_size=tuple(input_size), **model_args)

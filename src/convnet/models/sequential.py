@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from convnet.models.registry import register_model
-from convnet.models.spec import TUTORIAL_SPEC, Layer, plan
+from convnet.spec import TUTORIAL_SPEC, Layer, plan
 
 
 class SequentialNet(nn.Module):

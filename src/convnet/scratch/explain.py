@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from convnet.errors import SpecError
-from convnet.models.spec import TUTORIAL_SPEC, conv_out_size, plan
+from convnet.spec import TUTORIAL_SPEC, conv_out_size, plan
 from convnet.scratch import layers as L
 from convnet.scratch.losses import softmax
 from convnet.scratch.network import layer_from_plan

@@ -27,10 +27,9 @@ import torch.nn.functional as F
 from matplotlib import colormaps
 from PIL import Image
 
-from convnet.engine.checkpoint import Classifier
 from convnet.errors import ConfigError
-from convnet.viz.features import batch_of_one
 from convnet.viz.grid import fit_scale, image_grid, save_png, to_pil
+from convnet.viz.hooks import hooked
 
 CAM_PIXELS = 256  # the overlay is upscaled until its longer side is about this many pixels
 CAM_ALPHA = 0.5  # weight of the colour map over the image
@@ -54,12 +53,8 @@ def _forward_keeping_last_map(model: nn.Module, x: torch.Tensor) -> tuple[torch.
         if isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[2] * output.shape[3] > 1:
             spatial.append(output)
 
-    handles = [m.register_forward_hook(keep) for m in model.modules()]
-    try:
+    with hooked(model, [(m, keep) for m in model.modules()]):
         logits = model(x)
-    finally:
-        for h in handles:
-            h.remove()
     if not spatial:
         raise ConfigError("Every layer of this model reduces the image to 1x1, so Grad-CAM has no map to show; use a model with convolutions on a larger input.")
     return logits, spatial[-1]
@@ -74,28 +69,31 @@ def class_index(classes: tuple[str, ...], class_name: str | None, logits: torch.
     return classes.index(class_name)
 
 
-def grad_cam(clf: Classifier, image, class_name: str | None = None) -> Cam:
+def grad_cam(model: nn.Module, x: torch.Tensor, classes: tuple[str, ...], class_name: str | None = None) -> Cam:
     """Grad-CAM heatmap of one image for one class.
 
     Args:
-        image: a path, a Pillow image or a uint8 (C, H, W) tensor.
+        model: a model in eval mode.
+        x: the image as model input, normalized float (1, C, H, W) on the model's device
+            (`engine.checkpoint.Classifier.model_input` makes it from a file).
+        classes: the model's class names.
         class_name: the class to explain; default the model's prediction.
     Returns:
         Cam(heatmap (H, W) in [0, 1] at input resolution, class name, its probability).
     """
     # The input requires grad so the graph is built even when the weights are frozen.
-    x = batch_of_one(clf, image).requires_grad_(True)
+    x = x.detach().clone().requires_grad_(True)
     with torch.enable_grad():
-        logits, target = _forward_keeping_last_map(clf.model, x)
-        c = class_index(clf.classes, class_name, logits[0])
+        logits, target = _forward_keeping_last_map(model, x)
+        c = class_index(classes, class_name, logits[0])
         (grads,) = torch.autograd.grad(logits[0, c], target)
     weights = grads.mean(dim=(2, 3), keepdim=True)  # (1, K, 1, 1)
     cam = F.relu((weights * target.detach()).sum(dim=1, keepdim=True))  # (1, 1, h, w)
-    cam = F.interpolate(cam, size=tuple(clf.info.input_size), mode="bilinear", align_corners=False)[0, 0]
+    cam = F.interpolate(cam, size=tuple(x.shape[2:]), mode="bilinear", align_corners=False)[0, 0]
     top = cam.max()
     heatmap = cam / top if top > 0 else cam
     probability = torch.softmax(logits.detach()[0].double(), dim=0)[c]
-    return Cam(heatmap.float().cpu(), clf.classes[c], float(probability))
+    return Cam(heatmap.float().cpu(), classes[c], float(probability))
 
 
 def blend(image: torch.Tensor, heatmap: torch.Tensor, alpha: float = CAM_ALPHA) -> torch.Tensor:
@@ -123,21 +121,30 @@ def cam_overlay(image: torch.Tensor, heatmap: torch.Tensor, scale: int | None = 
     return to_pil(blend(image, heatmap), scale or fit_scale(image.shape[1:], CAM_PIXELS))
 
 
-def write_cam(clf: Classifier, image, out_dir: str | Path, class_name: str | None = None) -> Path:
-    """Write `cam_<class>.png`: the input and its Grad-CAM overlay side by side, captioned.
+def cam_figure(pixels: torch.Tensor, cam: Cam) -> Image.Image:
+    """The input and its Grad-CAM overlay side by side, captioned.
 
     Args:
-        image: a path, a Pillow image or a uint8 (C, H, W) tensor.
-        class_name: the class to explain; default the model's prediction.
-    Returns:
-        The path written.
+        pixels: the image as the model sees it, uint8 (C, H, W) at its input size.
     """
-    pixels = clf.to_input(image)
-    cam = grad_cam(clf, pixels, class_name)
-    figure = image_grid(
+    return image_grid(
         [pixels, blend(pixels, cam.heatmap)],
         captions=["input", f"Grad-CAM: {cam.class_name} ({cam.probability:.1%})"],
         ncols=2,
         scale=fit_scale(pixels.shape[1:], CAM_PIXELS),
     )
-    return save_png(figure, Path(out_dir) / f"cam_{cam.class_name}.png")
+
+
+def write_cam(model: nn.Module, pixels: torch.Tensor, x: torch.Tensor, classes: tuple[str, ...], out_dir: str | Path,
+              class_name: str | None = None) -> Path:
+    """Write `cam_<class>.png`: `cam_figure` of the image for one class.
+
+    Args:
+        pixels: the image as the model sees it, uint8 (C, H, W) at its input size.
+        x: the same image as model input (see `grad_cam`).
+        class_name: the class to explain; default the model's prediction.
+    Returns:
+        The path written.
+    """
+    cam = grad_cam(model, x, classes, class_name)
+    return save_png(cam_figure(pixels, cam), Path(out_dir) / f"cam_{cam.class_name}.png")

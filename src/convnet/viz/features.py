@@ -15,17 +15,12 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from convnet.engine.checkpoint import Classifier, normalize
 from convnet.errors import ConfigError
 from convnet.viz.grid import fit_scale, image_grid, save_png
+from convnet.viz.hooks import hooked
 
 MAP_PIXELS = 64  # a feature map is upscaled until its longer side is about this many pixels
 FILTER_PIXELS = 48  # likewise for a first-layer filter (3x3 or 5x5 weights)
-
-
-def batch_of_one(clf: Classifier, image) -> torch.Tensor:
-    """An image (see `Classifier.to_input`) -> normalized float (1, C, H, W) on the model's device."""
-    return normalize(clf.to_input(image)[None].to(clf.device), clf.info.mean, clf.info.std)
 
 
 def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
@@ -39,31 +34,28 @@ def _record(maps: list, name: str, module: nn.Module, inputs, output: torch.Tens
 
 
 @torch.no_grad()
-def feature_maps(clf: Classifier, image) -> list[tuple[str, torch.Tensor]]:
+def feature_maps(model: nn.Module, x: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
     """Run one image through the model and keep every convolution's output.
 
     Args:
-        image: a path, a Pillow image or a uint8 (C, H, W) tensor.
+        model: a model in eval mode.
+        x: the image as model input, normalized float (1, C, H, W) on the model's device
+            (`engine.checkpoint.Classifier.model_input` makes it from a file).
     Returns:
         [(layer name, float32 (C, H, W) convolution output before batch norm and activation)],
         in the order the forward pass runs the layers.
     """
-    x = batch_of_one(clf, image)
     maps: list[tuple[str, torch.Tensor]] = []
-    handles = [m.register_forward_hook(partial(_record, maps, name)) for name, m in conv_layers(clf.model)]
-    try:
-        clf.model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    with hooked(model, [(m, partial(_record, maps, name)) for name, m in conv_layers(model)]):
+        model(x)
     return maps
 
 
-def first_layer_filters(clf: Classifier) -> torch.Tensor:
+def first_layer_filters(model: nn.Module) -> torch.Tensor:
     """The weights (out_channels, in_channels, kH, kW) of the model's first `nn.Conv2d`, on the CPU."""
-    convs = conv_layers(clf.model)
+    convs = conv_layers(model)
     if not convs:
-        raise ConfigError(f"The model '{clf.info.model}' has no convolution layers, so it has no filters or feature maps to show.")
+        raise ConfigError("This model has no convolution layers, so it has no filters or feature maps to show.")
     return convs[0][1].weight.detach().to("cpu", torch.float32)
 
 
@@ -106,14 +98,16 @@ def render_filters(weights: torch.Tensor, scale: int | None = None, ncols: int |
     return image_grid(minmax_uint8(weights), ncols=ncols, scale=scale or fit_scale(weights.shape[2:], FILTER_PIXELS))
 
 
-def write_features(clf: Classifier, image, out_dir: str | Path) -> list[Path]:
+def write_features(model: nn.Module, x: torch.Tensor, out_dir: str | Path) -> list[Path]:
     """Write `features_<layer>.png` for every convolution and `filters.png` for the first one.
 
+    Args:
+        x: the image as model input (see `feature_maps`).
     Returns:
         The paths written, feature maps in forward order, then the filters.
     """
-    filters = first_layer_filters(clf)  # first: a model without convolutions fails before writing anything
-    maps = feature_maps(clf, image)
+    filters = first_layer_filters(model)  # first: a model without convolutions fails before writing anything
+    maps = feature_maps(model, x)
     out = Path(out_dir)
     paths = [save_png(render_feature_maps(activation), out / f"features_{name}.png") for name, activation in maps]
     return [*paths, save_png(render_filters(filters), out / "filters.png")]

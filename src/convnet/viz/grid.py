@@ -7,6 +7,7 @@ network saw stays a visible square instead of being smoothed away.
 """
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from convnet.data.cache import atomic_write
+from convnet.files import atomic_write
 
 ImageLike = torch.Tensor | np.ndarray
 SAMPLE_PIXELS = 96  # sample grids upscale small images to about this many pixels a side
@@ -109,6 +110,13 @@ def image_grid(
         if captions is not None:
             draw.multiline_text((x + (cell_w - sizes[i][0]) // 2, y + cell_h + pad), captions[i], fill=text_colour, font=font, align="center")
     return grid
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """`image` encoded as PNG, for an answer that needs no file."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def save_png(image: Image.Image, path: str | Path) -> Path:

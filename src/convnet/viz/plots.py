@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from convnet.data.cache import atomic_write  # noqa: E402
+from convnet.files import atomic_write  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:

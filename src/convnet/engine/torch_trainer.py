@@ -1,0 +1,139 @@
+"""The torch engine: trains any registered model from a batch source, in bf16 where it pays.
+
+Each epoch's randomness (order, augmentation, dropout) comes from a generator seeded with
+`epoch_seed(seed, epoch)`: a run resumed after epoch k repeats exactly what the uninterrupted
+run did. The hot loop runs no per-image Python: batches arrive whole from the source
+(data.batches) and are augmented as a whole (data.augment).
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convnet.data.augment import augment_batch
+from convnet.data.batches import InMemoryBatches
+from convnet.data.normalize import normalize
+from convnet.engine.allocator import keep_freed_memory
+from convnet.engine.checkpoint import build_model, save_model
+from convnet.engine.config import TrainConfig
+from convnet.engine.ema import WeightAverage
+from convnet.engine.inference import autocast, autocast_dtype, batched_logits, resolve_device
+from convnet.engine.loop import EpochLoop, TrainData, TrainingDiverged, epoch_seed, model_info
+from convnet.engine.optim import build_optimizer
+from convnet.engine.run_folder import RunFolder
+from convnet.engine.schedule import lr_factor
+
+INIT_SAMPLE = 5000  # training images a data-dependent initialisation sees (airnet's whitening)
+
+
+class TorchTrainer(EpochLoop):
+    """The torch engine."""
+
+    def __init__(self, config: TrainConfig, data: TrainData, run: RunFolder, progress: bool):
+        super().__init__(config, data, run, progress)
+        self.device = resolve_device(config.device)
+        keep_freed_memory()
+        self.amp = autocast_dtype(config.precision, self.device)
+        self.source = InMemoryBatches(data.train, config.batch_size, self.device)
+        torch.manual_seed(config.seed)
+        self.model = build_model(model_info(config, data, {}))
+        if hasattr(self.model, "init_from_data"):
+            self.model.init_from_data(normalize(self.source.sample(INIT_SAMPLE, config.seed), data.mean, data.std))
+        self.model.to(self.device)
+        if config.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.optimizer = build_optimizer(self.model, config)
+        self.steps_per_epoch = self.source.steps_per_epoch
+        self.report_every = max(1, min(25, self.steps_per_epoch // 20))  # progress-bar updates: ~20 per epoch
+        total, warmup = config.epochs * self.steps_per_epoch, round(config.warmup_epochs * self.steps_per_epoch)
+        self.lr_factor = lambda step: lr_factor(step, total, warmup, config.schedule)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factor)
+        self.ema = WeightAverage(self.model, config.ema) if config.ema else None
+        self.forward = torch.compile(self.model) if config.compile else self.model
+
+    def restore(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        # The schedule is a pure function of the step, rebuilt from config.json rather than from
+        # saved numbers: the run repeats exactly, and a learning rate edited there takes effect.
+        steps = state["epoch"] * self.steps_per_epoch
+        self.scheduler.last_epoch = steps
+        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+            group["initial_lr"] = base
+            group["lr"] = base * self.lr_factor(steps)
+        if self.ema is not None:
+            self.ema.model.load_state_dict(state["ema"])
+        self.history = state["history"]
+        self.start_epoch = state["epoch"]
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.model if self.ema is not None else self.model
+
+    def train_epoch(self, epoch: int) -> tuple[float, float, float]:
+        cfg = self.config
+        gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
+        torch.manual_seed(epoch_seed(cfg.seed, epoch))  # dropout and other global-RNG layers
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.int64)
+        seen, start = 0, time.perf_counter()
+        bar = self.progress_bar(epoch)
+        for step, (idx, images, y) in enumerate(self.source.batches(epoch, gen)):
+            x = normalize(augment_batch(images, cfg.augment, gen, epoch, idx), self.data.mean, self.data.std)
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(self.device, self.amp):
+                logits = self.forward(x).float()
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update(self.model)
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
+            if step % self.report_every == 0 or seen == len(self.source):
+                mean_loss = loss_sum.item() / seen  # a device sync: only every few steps
+                if not math.isfinite(mean_loss):
+                    raise TrainingDiverged(
+                        f"The loss became {mean_loss} in epoch {epoch + 1}; the last good checkpoint "
+                        f"(epoch {epoch}) is kept in {self.run.path}; lower --lr and start again."
+                    )
+                bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{correct.item() / seen:.3f}", refresh=False)
+            bar.update(len(y))
+        bar.close()
+        return loss_sum.item() / seen, correct.item() / seen, time.perf_counter() - start
+
+    def validate(self, tta: int = 0) -> tuple[float, float] | tuple[None, None]:
+        if self.data.val is None:
+            return None, None
+        logits = batched_logits(self.eval_model, self.data.val.images, self.data.mean, self.data.std, self.config.eval_batch_size, self.amp, tta, self.config.channels_last)
+        labels = self.data.val.labels
+        return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
+
+    @property
+    def lr(self) -> float:
+        return self.scheduler.get_last_lr()[0]
+
+    def save_model(self, metrics: dict) -> None:
+        save_model(self.run.model_path, self.eval_model, model_info(self.config, self.data, metrics))
+
+    def save(self, epoch: int) -> None:
+        # The model file first: a kill between the two writes leaves the state one epoch behind,
+        # and resuming from it redoes that epoch identically.
+        self.save_model(self.history[-1])
+        self.run.save_state({
+            "epoch": epoch + 1,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema.model.state_dict() if self.ema is not None else None,
+            "history": self.history,
+        })
+        self.run.write_history(self.history)
