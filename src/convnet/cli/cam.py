@@ -17,7 +17,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # Imported here so that `convnet --help` does not wait for torch.
     from convnet.engine.checkpoint import load_checkpoint
+    from convnet.errors import ConfigError
     from convnet.viz.cam import write_cam
 
-    print(write_cam(load_checkpoint(args.checkpoint), args.image, args.out, args.class_name))
+    clf = load_checkpoint(args.checkpoint)
+    pixels = clf.to_input(args.image)
+    try:
+        path = write_cam(clf.model, pixels, clf.model_input(pixels), clf.classes, args.out, args.class_name)
+    except OSError as e:  # --out is a file, or lies below one, or the disk refuses
+        raise ConfigError(f"Cannot write into --out {args.out} ({e.strerror or e}); name a folder, new or existing.") from None
+    print(path)
     return 0

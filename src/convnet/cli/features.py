@@ -16,8 +16,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # Imported here so that `convnet --help` does not wait for torch.
     from convnet.engine.checkpoint import load_checkpoint
+    from convnet.errors import ConfigError
     from convnet.viz.features import write_features
 
-    for path in write_features(load_checkpoint(args.checkpoint), args.image, args.out):
+    clf = load_checkpoint(args.checkpoint)
+    try:
+        paths = write_features(clf.model, clf.model_input(args.image), args.out)
+    except OSError as e:  # --out is a file, or lies below one, or the disk refuses
+        raise ConfigError(f"Cannot write into --out {args.out} ({e.strerror or e}); name a folder, new or existing.") from None
+    for path in paths:
         print(path)
     return 0

@@ -17,6 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from convnet.data.images import display_name
     from convnet.engine.checkpoint import load_checkpoint
     from convnet.engine.predict import predict_files
     from convnet.errors import ConfigError
@@ -28,13 +29,16 @@ def run(args: argparse.Namespace) -> int:
     for r in predict_files(clf, args.images, top_k=args.top_k, tta=args.tta):
         answered += 1
         if args.json:
-            print(json.dumps(r.to_dict()), flush=True)
+            # Names that are not UTF-8 are shown escaped (display_name), in JSON as in text.
+            shown = {k: display_name(v) if k in ("path", "error") else v for k, v in r.to_dict().items()}
+            print(json.dumps(shown), flush=True)
         elif r.error is None:
-            print(f"{r.path}: " + ", ".join(f"{c} {p:.3f}" for c, p in r.predictions), flush=True)
+            print(display_name(f"{r.path}: " + ", ".join(f"{c} {p:.3f}" for c, p in r.predictions)), flush=True)
         if r.error is not None:
             failed += 1
             if not args.json:
-                print(f"error: {r.path}: {r.error}", file=sys.stderr, flush=True)
+                print(display_name(f"error: {r.path}: {r.error}"), file=sys.stderr, flush=True)
     if answered == 0:
-        raise ConfigError(f"No image files found in {' '.join(args.images)}; pass image files or folders that hold some.")
+        named = " ".join(display_name(p) for p in args.images)
+        raise ConfigError(f"No image files found in {named}; pass image files or folders that hold some.")
     return 1 if failed else 0

@@ -16,6 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from convnet.data.images import display_name
     from convnet.data.sources import load_dataset
     from convnet.errors import ConfigError
     from convnet.viz.grid import save_image_grid
@@ -27,7 +28,10 @@ def run(args: argparse.Namespace) -> int:
     ds = load_dataset(args.data, args.split)
     n = min(args.count, len(ds))
     captions = [ds.classes[i] for i in ds.labels[:n].tolist()]
-    path = save_image_grid(ds.images[:n], captions, args.out, title=f"first {n} images: {ds.source}")
-    print(f"{n} images of {ds.source}: {', '.join(captions)}")
-    print(f"wrote {path}")
+    try:
+        path = save_image_grid(ds.images[:n], captions, args.out, title=f"first {n} images: {ds.source}")
+    except OSError as e:  # --out is a folder, or lies below a file, or the disk refuses
+        raise ConfigError(f"Cannot write --out {args.out} ({e.strerror or e}); name a .png file in a folder you can write to.") from None
+    print(display_name(f"{n} images of {ds.source}: {', '.join(captions)}"))  # display_name: folders named in any bytes
+    print(display_name(f"wrote {path}"))
     return 0

@@ -16,6 +16,7 @@ import pickle
 import tarfile
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -34,6 +35,7 @@ FOLDER = "cifar-10-batches-py"
 META = "batches.meta"
 BATCHES = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
 SPLITS = tuple(BATCHES)
+_MAX_MEMBER_BYTES = 64 << 20  # a release batch is 31 MB; anything far bigger is not one, and is not read
 _ARRAY_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"),  # as written by the numpy of 2009
     ("numpy._core.multiarray", "_reconstruct"),  # as written by numpy 2
@@ -107,18 +109,20 @@ def load_cifar10(path: str | Path, split: str) -> Dataset:
     """
     path = Path(path).resolve()
     members = _read_members(path, (META, *BATCHES[split]))
-    classes = tuple(name.decode() for name in _field(_unpickle(members[META], path), "label_names"))
+    classes = _class_names(_unpickle(members[META], path), path)
     images, labels = [], []
     for name in BATCHES[split]:
         batch = _unpickle(members[name], path)
-        data = np.asarray(_field(batch, "data"))
-        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-            raise DataError(
-                f"{name} in {path} holds {data.dtype} data of shape {data.shape}, not CIFAR-10's (N, 3072) uint8; "
-                "download the archive again."
-            )
+        data = _field(batch, "data")
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+            kind = f"{data.dtype} data of shape {data.shape}" if isinstance(data, np.ndarray) else f"a {type(data).__name__}"
+            raise DataError(f"{name} in {path} holds {kind}, not CIFAR-10's (N, 3072) uint8 array; download the archive again.")
+        if data.nbytes > len(members[name]):
+            # Only numpy's ndarray(shape) constructor, callable from a pickle, makes an array
+            # larger than the file: uninitialised memory, which copying would fill.
+            raise DataError(f"{name} in {path} claims {data.shape[0]} images, more than the file holds; download the archive again.")
         images.append(data.reshape(-1, 3, 32, 32))  # rows are R, G, B planes of 32x32
-        labels.append(np.asarray(_field(batch, "labels"), dtype=np.int64))
+        labels.append(_labels(_field(batch, "labels"), len(data), len(classes), f"{name} in {path}"))
     return Dataset(
         images=torch.from_numpy(np.concatenate(images)),
         labels=torch.from_numpy(np.concatenate(labels)),
@@ -132,19 +136,58 @@ def _read_members(path: Path, names: tuple[str, ...]) -> dict[str, bytes]:
     found = {}
     try:
         if path.is_dir():
-            found = {name: (path / name).read_bytes() for name in names if (path / name).is_file()}
+            # is_file: a FIFO or device named like a batch is not one, and opening a FIFO would block.
+            present = [name for name in names if (path / name).is_file()]
+            for name in present:
+                _check_size(name, (path / name).stat().st_size, path)
+            found = {name: (path / name).read_bytes() for name in present}
         else:
             with tarfile.open(path, "r:gz") as tar:
                 for member in tar:  # one pass: seeking backwards in a gzip stream decompresses again
                     name = PurePosixPath(member.name).name
                     if name in names and member.isfile():
+                        _check_size(name, member.size, path)
                         found[name] = tar.extractfile(member).read()
-    except (tarfile.TarError, OSError, EOFError) as e:
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path} is not a readable {ARCHIVE} ({e}); download it again.") from e
     missing = [name for name in names if name not in found]
     if missing:
         raise DataError(f"{path} lacks {', '.join(missing)}; pass the {ARCHIVE} archive or its extracted {FOLDER} folder.")
     return found
+
+
+def _check_size(name: str, size: int, path: Path) -> None:
+    if size > _MAX_MEMBER_BYTES:
+        raise DataError(f"{name} in {path} is {size:,} bytes, too large for a CIFAR-10 batch; download the archive again.")
+
+
+def _class_names(meta: dict, path: Path) -> tuple[str, ...]:
+    """batches.meta's label_names as str: a list of distinct names, bytes as the release has them or str."""
+    names = _field(meta, "label_names")
+    if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, (bytes, str)) for n in names):
+        raise DataError(f"{META} in {path} does not name the classes as a list of strings; download the archive again.")
+    try:
+        classes = tuple(n.decode() if isinstance(n, bytes) else n for n in names)
+    except UnicodeDecodeError:
+        raise DataError(f"{META} in {path} names a class in bytes that are not UTF-8; download the archive again.") from None
+    if len(set(classes)) != len(classes):
+        raise DataError(f"{META} in {path} names a class twice; download the archive again.")
+    return classes
+
+
+def _labels(raw: object, n_images: int, n_classes: int, where: str) -> np.ndarray:
+    """A batch's labels as int64 (N,), checked: one integer in [0, n_classes) per image."""
+    if (isinstance(raw, np.ndarray) and raw.dtype.kind in "iu") or (isinstance(raw, list) and all(type(x) is int for x in raw)):
+        labels = np.asarray(raw, dtype=object if isinstance(raw, list) else None)  # object: ints beyond int64 stay exact
+        if labels.shape != (n_images,):
+            raise DataError(f"{where} has labels of shape {labels.shape} for {n_images} images; download the archive again.")
+        if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+            raise DataError(
+                f"{where} has labels from {labels.min()} to {labels.max()}, outside the {n_classes} classes (0 to {n_classes - 1}); "
+                "download the archive again."
+            )
+        return labels.astype(np.int64)
+    raise DataError(f"{where} has labels that are not a list of integers; download the archive again.")
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -161,7 +204,8 @@ def _unpickle(data: bytes, path: Path) -> dict:
         # The batches were pickled by Python 2: its str keys and raw array bytes are kept as bytes.
         batch = _ArrayUnpickler(io.BytesIO(data), encoding="bytes").load()
     except Exception as e:  # a damaged pickle can raise nearly anything
-        raise DataError(f"{path} holds a batch that is not a CIFAR-10 pickle ({e}); download the archive again.") from e
+        reason = " ".join(str(e).split())  # some of pickle's messages span lines
+        raise DataError(f"{path} holds a batch that is not a CIFAR-10 pickle ({reason}); download the archive again.") from e
     if not isinstance(batch, dict):
         kind = type(batch).__name__
         raise DataError(f"{path} holds a batch that is not a CIFAR-10 pickle (a {kind}, not a dict); download the archive again.")

@@ -8,6 +8,8 @@ Debian's `dataset-fashion-mnist` package installs the gzipped files in `DEFAULT_
 from __future__ import annotations
 
 import gzip
+import math
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ FILES = {  # split -> (images, labels)
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 _UBYTE = 0x08
+_MAX_VALUES = 1 << 31  # 2 GiB: Fashion-MNIST's largest file holds 47 MB
 
 
 def idx_file(folder: Path, name: str) -> Path | None:
@@ -40,21 +43,30 @@ def idx_splits(folder: Path) -> tuple[str, ...]:
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Read an unsigned-byte IDX file (raw or .gz) into an array of the shape its header gives."""
+    """Read an unsigned-byte IDX file (raw or .gz) into an array of the shape its header gives.
+
+    Only as many bytes as the header promises are read, so a gzip bomb inflates no further.
+    """
     try:
         opener = gzip.open if path.name.endswith(".gz") else open
         with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as e:
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != _UBYTE:
+                raise DataError(f"{path} is not an unsigned-byte IDX file (its header is {head.hex()}); replace it with a good copy.")
+            dims = f.read(4 * head[3])
+            if len(dims) < 4 * head[3]:
+                raise DataError(f"{path} ends inside its header; replace it with a good copy.")
+            shape = tuple(int(d) for d in np.frombuffer(dims, dtype=">u4"))
+            size = math.prod(shape)  # Python ints: four uint32 dimensions overflow int64
+            if size > _MAX_VALUES:
+                raise DataError(f"{path} promises {shape} values, more than an IDX file convnet reads; replace it with a good copy.")
+            raw = f.read(size + 1)
+    except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path} cannot be read ({e}); replace it with a good copy.") from e
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != _UBYTE:
-        raise DataError(f"{path} is not an unsigned-byte IDX file (its header is {raw[:4].hex()}); replace it with a good copy.")
-    ndim = raw[3]
-    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    values = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if values.size != np.prod(shape):
-        raise DataError(f"{path} holds {values.size} values where its header promises {shape}; replace it with a good copy.")
-    return values.reshape(shape)
+    if len(raw) != size:
+        got = f"{len(raw)}" if len(raw) <= size else "more"
+        raise DataError(f"{path} holds {got} values where its header promises {shape}; replace it with a good copy.")
+    return np.frombuffer(raw, dtype=np.uint8).reshape(shape)
 
 
 def load_fashion_mnist(folder: str | Path = DEFAULT_DIR, split: str = "train") -> Dataset:
@@ -63,7 +75,7 @@ def load_fashion_mnist(folder: str | Path = DEFAULT_DIR, split: str = "train") -
     image_name, label_name = FILES[split]
     images = read_idx(idx_file(folder, image_name))
     labels = read_idx(idx_file(folder, label_name))
-    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels) or 0 in images.shape:
         raise DataError(
             f"The {split} files in {folder} hold images {images.shape} and labels {labels.shape}, "
             "not (N, H, W) and (N,); replace them with good copies."

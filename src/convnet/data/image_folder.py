@@ -4,8 +4,9 @@
     ROOT/{train,val,test}/<class>/<image> the splits that are there
 
 Images may be JPEG, PNG, BMP, GIF, WebP or TIFF of any size and mode; each goes through
-`images.load_image`, the conversion prediction uses too. Files Pillow cannot read are skipped
-and named in one `DataWarning`. Decoded splits are cached (see `cache.py`), so only the first
+`images.load_image`, the conversion prediction uses too. Files Pillow cannot read, and entries
+named like images that are not regular files (FIFOs, sockets, broken or looping links), are
+skipped and named in one `DataWarning`; the latter are never opened, so a FIFO cannot hang a load. Decoded splits are cached (see `cache.py`), so only the first
 load of a folder pays for decoding; large folders are decoded by one worker process per core.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from tqdm import tqdm
 
 from convnet.data import cache
 from convnet.data.dataset import Dataset
-from convnet.data.images import is_image_file, load_image, natural_channels
+from convnet.data.images import display_name, find_image_files, load_image, natural_channels, open_image
 from convnet.errors import DataError
 
 DESCRIPTION = "image folder"
@@ -70,7 +71,7 @@ def load_image_folder(
         The split, with labels indexing the classes of the whole folder (every split agrees).
     """
     root = Path(root).resolve()
-    tree = _scan(root)
+    tree, others = _scan(root)
     split = WHOLE if WHOLE in tree else split
     classes = tuple(sorted({c for by_class in tree.values() for c in by_class}))
     if not classes:
@@ -85,10 +86,10 @@ def load_image_folder(
         image_size, channels = image_size or first_size, channels or first_channels
     key = cache.cache_key("image-folder", root, files, split=split, size=list(image_size), channels=channels)
     stored = cache.load_arrays(key)
-    if stored is None:
+    if not _is_entry_for(stored, len(files), classes, (channels, *image_size)):
         stored = _decode_split(root, files, labels, classes, image_size, channels)
         _store(key, stored)
-    _warn_skipped(root, [str(s) for s in stored["skipped"]])
+    _warn_skipped(root, sorted(others.get(split, []) + [str(s) for s in stored["skipped"]]))
     return Dataset(
         images=torch.from_numpy(stored["images"]),
         labels=torch.from_numpy(stored["labels"]),
@@ -101,33 +102,25 @@ def _subdirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _scan(root: Path) -> dict[str, dict[str, list[str]]]:
-    """split -> class -> sorted image paths relative to `root`, for every split.
+def _scan(root: Path) -> tuple[dict[str, dict[str, list[str]]], dict[str, list[str]]]:
+    """(split -> class -> sorted image paths, split -> entries that are not regular files), for
+    every split, paths relative to `root`.
 
     Classes without images are left out. Relative strings rather than `Path`s: at 50,000 files,
     making and comparing `Path` objects costs more than listing the files.
     """
     if not root.is_dir():
         raise DataError(f"{root} is not a folder; pass a folder that holds {LAYOUT}.")
-    tree = {}
+    tree, others = {}, {}
     for split in folder_splits(root):
         base = root if split == WHOLE else root / split
-        by_class = {d.name: sorted(_image_files(root, d.relative_to(root).as_posix())) for d in _subdirs(base)}
-        tree[split] = {name: files for name, files in by_class.items() if files}
-    return tree
-
-
-def _image_files(root: Path, folder: str) -> Iterator[str]:
-    """Image files under root/folder at any depth, relative to root; hidden entries and linked
-    folders are passed over. `os.scandir` tells files from folders without a stat call per file."""
-    with os.scandir(root / folder) as entries:
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                yield from _image_files(root, f"{folder}/{entry.name}")
-            elif entry.is_file() and is_image_file(entry.name):
-                yield f"{folder}/{entry.name}"
+        tree[split], others[split] = {}, []
+        for d in _subdirs(base):
+            files, odd = find_image_files(root, d.relative_to(root).as_posix())
+            others[split] += odd
+            if files:
+                tree[split][d.name] = files
+    return tree, others
 
 
 def _files_and_labels(by_class: dict[str, list[str]], classes: tuple[str, ...]) -> tuple[list[str], np.ndarray]:
@@ -147,7 +140,7 @@ def _natural_format(root: Path, tree: dict[str, dict[str, list[str]]], classes: 
     for by_class in tree.values():
         for name in _files_and_labels(by_class, classes)[0]:
             try:
-                with Image.open(root / name) as img:
+                with open_image(root / name) as img:
                     upright = ImageOps.exif_transpose(img)
                     return (upright.height, upright.width), natural_channels(img)
             except UNREADABLE:
@@ -175,7 +168,7 @@ def _decode_split(
             ok[[start + i for i in bad]] = False
             start += len(arrays)
             bar.update(len(arrays))
-    skipped = [f for f, good in zip(files, ok) if not good]
+    skipped = [f for f, good in zip(files, ok, strict=True) if not good]
     if not ok.any():
         raise _none_readable(root)
     return {"images": images[ok], "labels": labels[ok], "classes": np.array(classes), "skipped": np.array(skipped, dtype=str)}
@@ -225,9 +218,27 @@ def _store(key: str, arrays: dict[str, np.ndarray]) -> None:
         warnings.warn(f"Could not cache the decoded images in {where} ({e}); set CONVNET_HOME to a writable folder.", DataWarning, stacklevel=3)
 
 
+def _is_entry_for(stored: Mapping[str, np.ndarray] | None, n_files: int, classes: tuple[str, ...], shape: tuple[int, ...]) -> bool:
+    """Whether a cache entry holds what decoding these files would give: anything else (an entry
+    damaged or planted in the cache home) is decoded again rather than trusted."""
+    if stored is None or set(stored) != {"images", "labels", "classes", "skipped"}:
+        return False
+    images, labels, names, skipped = stored["images"], stored["labels"], stored["classes"], stored["skipped"]
+    return (
+        images.dtype == np.uint8
+        and images.shape[1:] == shape
+        and labels.dtype == np.int64
+        and labels.shape == (len(images),)
+        and len(images) + len(skipped) == n_files
+        and tuple(str(c) for c in names.ravel()) == classes
+        and skipped.dtype.kind == "U"
+        and bool(((labels >= 0) & (labels < len(classes))).all())
+    )
+
+
 def _warn_skipped(root: Path, skipped: list[str]) -> None:
     if not skipped:
         return
-    named = ", ".join(skipped[:_MAX_NAMED])
+    named = ", ".join(display_name(s) for s in skipped[:_MAX_NAMED])
     more = f" and {len(skipped) - _MAX_NAMED} more" if len(skipped) > _MAX_NAMED else ""
-    warnings.warn(f"Skipped {len(skipped)} unreadable image file(s) in {root}: {named}{more}.", DataWarning, stacklevel=3)
+    warnings.warn(f"Skipped {len(skipped)} unreadable image file(s) in {display_name(root)}: {named}{more}.", DataWarning, stacklevel=3)

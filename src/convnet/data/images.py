@@ -7,6 +7,9 @@ sides is what keeps a model's predictions on user files consistent with how it w
 from __future__ import annotations
 
 import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,89 @@ def is_image_file(path: str | os.PathLike) -> bool:
     """Whether the name says image: a known suffix, not hidden (takes plain strings, which are cheap by the 50,000)."""
     name = os.path.basename(path)
     return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES and not name.startswith(".")
+
+
+def display_name(path: str | os.PathLike) -> str:
+    """A file name, or a message holding one, that prints on any UTF-8 stream: bytes that are not
+    UTF-8 (which `os.fsdecode` keeps as lone surrogates, which a strict stream refuses) are shown
+    as escapes like \\xff."""
+    text = os.fspath(path)
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that no file name decodes to
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def find_image_files(root: str | os.PathLike, folder: str = "") -> tuple[list[str], list[str]]:
+    """Image-named entries below root/folder at any depth, as sorted paths relative to `root`.
+
+    Hidden entries are passed over, and so are linked folders, which could loop. `os.scandir`
+    tells regular files from folders without a stat call per file; only links and odd entries
+    are stat'ed.
+    Returns:
+        (files, others): regular files (or links to one), and the entries that are not (FIFOs,
+        sockets, devices, broken or looping links), which cannot be read as images.
+    """
+    files: list[str] = []
+    others: list[str] = []
+    pending = [folder]
+    while pending:
+        sub = pending.pop()
+        with os.scandir(os.path.join(root, sub)) as entries:
+            for entry in entries:
+                name = f"{sub}/{entry.name}" if sub else entry.name
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(name)
+                elif is_image_file(entry.name):
+                    regular = entry.is_file(follow_symlinks=False) or is_regular_file(entry.path)
+                    (files if regular else others).append(name)
+    return sorted(files), sorted(others)
+
+
+def is_regular_file(path: str | os.PathLike) -> bool:
+    """Whether `path` is a regular file or a link to one; False for anything that cannot be stat'ed."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):  # ValueError: a NUL in the name
+        return False
+
+
+@contextmanager
+def open_image(path: str | os.PathLike) -> Iterator[Image.Image]:
+    """`Image.open` on a path, refusing anything but a regular file before a byte is read.
+
+    Opening a FIFO for reading waits for a writer, forever if none comes: the file is opened
+    without blocking and checked with fstat, so the check and the read see the same file.
+    Raises:
+        OSError (missing file, looping link, socket...) or ValueError (a folder, FIFO or device).
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ValueError(f"it is {_kind(mode)}, not a regular file")
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with f, Image.open(f) as img:
+        yield img
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a special file"
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
@@ -72,9 +158,10 @@ def load_image(path: str | Path, size: tuple[int, int], channels: int) -> torch.
     """Read an image file and convert it with `pil_to_tensor`.
 
     Raises:
-        OSError or ValueError (from Pillow) when the file is not a readable image.
+        OSError or ValueError (from Pillow or `open_image`) when the file is not a readable image,
+        Image.DecompressionBombError when it claims too many pixels.
     """
-    with Image.open(path) as img:
+    with open_image(path) as img:
         img.load()
         return pil_to_tensor(img, size, channels)
 

@@ -19,7 +19,7 @@ from PIL import Image
 from convnet.data import cifar10, fashion_mnist, image_folder
 from convnet.data.cache import cache_home
 from convnet.data.dataset import Dataset
-from convnet.data.images import pil_to_tensor
+from convnet.data.images import display_name, pil_to_tensor
 from convnet.errors import DataError
 
 SAMPLE_DIR = Path(__file__).parent / "sample" / "cifar10"
@@ -60,7 +60,10 @@ def resolve_source(path: str | Path | None) -> Source:
         return Source("fashion-mnist", fashion_mnist.DEFAULT_DIR)
     if path == "sample":
         return Source("image-folder", SAMPLE_DIR)
-    p = Path(path).expanduser().resolve()
+    try:
+        p = Path(path).expanduser().resolve()
+    except (OSError, RuntimeError) as e:  # RuntimeError: a link that loops, before Python 3.13
+        raise DataError(f"{display_name(path)} cannot be followed ({e}); pass {EXPECTED}.") from None
     if not p.exists():
         raise DataError(f"{p} does not exist; pass {EXPECTED}.")
     found = cifar10.find_cifar10(p)
