@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from convnet.engine.config import TrainConfig
+from convnet.engine.state_file import read_state
 from convnet.engine.train import TrainingDiverged, resume, train
 from convnet.errors import ConfigError
 from tests.helpers import write_colour_folder
@@ -37,7 +38,7 @@ def test_run_folder_holds_everything_documented(tmp_path):
             (data / src / f"{i:03d}.png").rename(data / dst / f"{src}{i:03d}.png")
     result = train(_config(data, tmp_path), progress=False)
     files = {p.name for p in result.run_dir.iterdir()}
-    assert {"config.json", "history.csv", "model.safetensors", "state.pt", "curves.png", "samples.png"} <= files
+    assert {"config.json", "history.csv", "model.safetensors", "state.safetensors", "curves.png", "samples.png"} <= files
     config = TrainConfig.from_dict(json.loads((result.run_dir / "config.json").read_text()))
     assert config == _config(data, tmp_path)
     rows = list(csv.DictReader(open(result.run_dir / "history.csv")))
@@ -67,7 +68,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(colour_folder, tmp_
     run = tmp_path / "runs/r"
     good = (run / "model.safetensors").read_bytes()
     config = json.loads((run / "config.json").read_text())
-    config.update(epochs=2, lr=float("inf"))  # the user edits the run to something absurd
+    config.update(epochs=2, lr=1e30)  # the user edits the run to something absurd (inf is refused up front)
     (run / "config.json").write_text(json.dumps(config))
     with pytest.raises(TrainingDiverged, match="last good checkpoint"):
         resume(run, progress=False)
@@ -87,7 +88,7 @@ def test_resume_after_a_kill_ends_like_an_uninterrupted_run(tmp_path):
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    state = torch.load(tmp_path / "runs/killed/state.pt", weights_only=False)
+    state = read_state(tmp_path / "runs/killed/state.safetensors")
     assert 1 <= state["epoch"] < 4, "the kill must land mid-run for this test to mean anything"
 
     subprocess.run([sys.executable, "-m", "convnet", "train", "--resume", str(tmp_path / "runs/killed"), "--quiet"], check=True)

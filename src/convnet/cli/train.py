@@ -5,16 +5,14 @@ import argparse
 import dataclasses
 
 from convnet.cli._common import add_data_argument, image_size, model_args
+from convnet.engine import config as cfg
 from convnet.engine.recipes import list_recipes, recipe_config
 
 HELP = "Train a model (by default the tutorial's CNN on CIFAR-10 with the tutorial's settings) and write runs/<name>/."
 
-# Flags that map one-to-one onto TrainConfig fields; None means "the recipe's value".
-_FIELDS = (
-    "data", "val_split", "limit", "image_size", "channels", "normalize", "model", "epochs", "batch_size",
-    "optimizer", "lr", "momentum", "muon_lr", "muon_momentum", "weight_decay", "bias_lr_scale", "bias_decay", "schedule", "warmup_epochs", "label_smoothing", "ema",
-    "precision", "channels_last", "compile", "device", "eval_batch_size", "tta", "engine", "seed", "runs_dir", "name",
-)
+# Flags that map one-to-one onto TrainConfig fields; None means "the recipe's value". The
+# others: model_args and augment are built from several flags, recipe from --recipe.
+_FIELDS = tuple(f.name for f in dataclasses.fields(cfg.TrainConfig) if f.name not in ("model_args", "augment", "recipe"))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,14 +22,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-split", type=float, help="fraction carved from the training data for validation when it has no val split")
     p.add_argument("--limit", type=int, help="train on a seeded, stratified subset of N images")
     p.add_argument("--image-size", type=image_size, help="resize images to S or HxW (default: the data's own size)")
-    p.add_argument("--channels", type=int, choices=(1, 3), help="1 (grayscale) or 3 (RGB) (default: the data's own)")
-    p.add_argument("--normalize", choices=("unit", "standard"), help="unit: pixels/255 as in the tutorial; standard: per-channel mean/std")
+    p.add_argument("--channels", type=int, choices=cfg.CHANNELS, help="1 (grayscale) or 3 (RGB) (default: the data's own)")
+    p.add_argument("--normalize", choices=cfg.NORMALIZATIONS, help="unit: pixels/255 as in the tutorial; standard: per-channel mean/std")
     p.add_argument("--model", help="a registered model (see `convnet summary --list`)")
     p.add_argument("--arch", help="build a sequential CNN from a spec, e.g. c32-p-c64-p-c64-f-d64 (sets --model spec)")
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="an argument of the model, e.g. width=32 (repeatable)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--optimizer", choices=("adam", "sgd", "muon"),
+    p.add_argument("--optimizer", choices=cfg.OPTIMIZERS,
                    help="adam; sgd with Nesterov momentum; muon: Muon for conv filters, sgd for the rest (BatchNorm models)")
     p.add_argument("--lr", type=float, help="peak learning rate (with muon: of the parameters sgd updates)")
     p.add_argument("--momentum", type=float)
@@ -41,20 +39,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bias-lr-scale", type=float, help="learning-rate multiplier for biases and norm parameters")
     p.add_argument("--bias-decay", action=argparse.BooleanOptionalAction, default=None,
                    help="decay biases and norm parameters by as much per step as the weights (airbench)")
-    p.add_argument("--schedule", choices=("constant", "linear"), help="learning-rate schedule after the warm-up")
+    p.add_argument("--schedule", choices=cfg.SCHEDULES, help="learning-rate schedule after the warm-up")
     p.add_argument("--warmup-epochs", type=float)
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--ema", type=float, help="decay of a weight average evaluated instead of the raw weights (0 = off)")
-    p.add_argument("--flip", choices=("none", "random", "alternating"), help="horizontal flip augmentation")
+    p.add_argument("--flip", choices=cfg.FLIP_CHOICES, help="horizontal flip augmentation")
     p.add_argument("--translate", type=int, help="random translation by up to N pixels (reflect padding)")
     p.add_argument("--cutout", type=int, help="zero a random NxN square in each image")
-    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), help="auto: bf16 where the hardware supports it")
+    p.add_argument("--precision", choices=cfg.PRECISIONS, help="auto: bf16 where the hardware supports it")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--device", choices=cfg.DEVICES)
     p.add_argument("--eval-batch-size", type=int)
-    p.add_argument("--tta", type=int, choices=(0, 1, 2), help="test-time augmentation for the final validation score")
-    p.add_argument("--engine", choices=("torch", "scratch"), help="scratch: the NumPy reference engine (tutorial and --arch models)")
+    p.add_argument("--tta", type=int, choices=cfg.TTA_LEVELS, help="test-time augmentation for the final validation score")
+    p.add_argument("--engine", choices=cfg.ENGINE_NAMES, help="scratch: the NumPy reference engine (tutorial and --arch models)")
     p.add_argument("--seed", type=int)
     p.add_argument("--runs-dir", help="where run folders go (default runs/)")
     p.add_argument("--name", help="run folder name (default <model>-<date>-<time>)")
@@ -89,6 +87,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: the training engine is the slowest import, and `convnet train --help` needs none of it.
     from convnet.engine.train import resume, train
 
     if args.resume:

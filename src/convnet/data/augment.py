@@ -21,6 +21,7 @@ import torch
 from convnet.errors import ConfigError
 
 FLIP_MODES = ("none", "random", "alternating")
+MAX_PIXELS_OR_SEED = 2**31 - 1  # bound of translate, cutout (pixels) and flip_seed
 
 
 @dataclass(frozen=True)
@@ -31,10 +32,12 @@ class AugmentConfig:
     flip_seed: int = 0  # picks which half the alternating flip mirrors in even epochs
 
     def __post_init__(self) -> None:
-        if self.flip not in FLIP_MODES:
+        if not isinstance(self.flip, str) or self.flip not in FLIP_MODES:
             raise ConfigError(f"Unknown flip mode {self.flip!r}; use one of {', '.join(FLIP_MODES)}.")
-        if self.translate < 0 or self.cutout < 0:
-            raise ConfigError(f"translate and cutout must be 0 or more pixels, got {self.translate} and {self.cutout}.")
+        for name in ("translate", "cutout", "flip_seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_PIXELS_OR_SEED:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a whole number from 0 to {MAX_PIXELS_OR_SEED}, got {value!r}.")
 
 
 def _rand(n: int, gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:

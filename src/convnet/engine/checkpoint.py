@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 from convnet.data.images import load_image, pil_to_tensor
 from convnet.data.normalize import normalize
 from convnet.engine.inference import batched_logits
-from convnet.errors import DataError
+from convnet.errors import ConfigError, ConvnetError, DataError
 from convnet.files import atomic_write
 from convnet.formats import MODEL_FORMAT as FORMAT
 from convnet.formats import read_model_arrays
@@ -121,8 +121,18 @@ class Classifier:
 
 
 def build_model(info: ModelInfo) -> nn.Module:
-    """The untrained architecture a model file describes (the one place a ModelInfo becomes a model)."""
-    return create_model(info.model, num_classes=len(info.classes), in_chans=info.in_chans, input_size=info.input_size, **info.model_args)
+    """The untrained architecture a model file describes (the one place a ModelInfo becomes a model).
+
+    Raises:
+        ConfigError: the model does not exist or refuses these arguments, input size or channels.
+    """
+    try:
+        return create_model(info.model, num_classes=len(info.classes), in_chans=info.in_chans, input_size=info.input_size, **info.model_args)
+    except ConvnetError:
+        raise
+    except (TypeError, ValueError, RuntimeError) as e:  # a builder's own complaint about an argument
+        args = ", ".join(f"{k}={v!r}" for k, v in info.model_args.items()) or "no arguments"
+        raise ConfigError(f"The model {info.model!r} cannot be built with {args} for {info.in_chans}x{info.input_size[0]}x{info.input_size[1]} input ({e}).") from None
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Classifier:

@@ -7,10 +7,27 @@ The defaults are the tutorial's: its CNN, CIFAR-10, Adam at 1e-3, cross-entropy 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass, field
 
-from convnet.data.augment import AugmentConfig
+from convnet.data.augment import FLIP_MODES, AugmentConfig
+from convnet.engine.tta import TTA_WEIGHTS
 from convnet.errors import ConfigError
+from convnet.models import list_models
+
+# Every allowed value of a choice field, spelled once: the CLI's `choices` and the checks below
+# both read these.
+NORMALIZATIONS = ("unit", "standard")
+OPTIMIZERS = ("adam", "sgd", "muon")
+SCHEDULES = ("constant", "linear")
+PRECISIONS = ("auto", "bf16", "fp32")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+ENGINE_NAMES = ("torch", "scratch")  # engine.train.ENGINES maps each to its trainer
+TTA_LEVELS = tuple(TTA_WEIGHTS)
+CHANNELS = (1, 3)
+MAX_IMAGE_SIDE = 4096  # pixels; larger images would not fit a batch in memory anyway
+MAX_NAME_LENGTH = 100  # characters of a run folder name
+FLIP_CHOICES = FLIP_MODES
 
 
 @dataclass(frozen=True)
@@ -56,38 +73,165 @@ class TrainConfig:
     name: str | None = None  # run folder name; None: <model>-<date>-<time>
 
     def __post_init__(self) -> None:
-        checks = [
-            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}."),
-            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}."),
-            (self.lr > 0, f"--lr must be positive, got {self.lr}."),
-            (0.0 <= self.val_split < 1.0, f"--val-split must be in [0, 1), got {self.val_split}."),
-            (self.limit is None or self.limit > 0, f"--limit must be positive, got {self.limit}."),
-            (self.optimizer in ("adam", "sgd", "muon"), f"--optimizer must be adam, sgd or muon, got {self.optimizer!r}."),
-            (self.schedule in ("constant", "linear"), f"--schedule must be constant or linear, got {self.schedule!r}."),
-            (self.precision in ("auto", "bf16", "fp32"), f"--precision must be auto, bf16 or fp32, got {self.precision!r}."),
-            (self.normalize in ("unit", "standard"), f"--normalize must be unit or standard, got {self.normalize!r}."),
-            (self.device in ("auto", "cpu", "cuda", "mps"), f"--device must be auto, cpu, cuda or mps, got {self.device!r}."),
-            (self.engine in ("torch", "scratch"), f"--engine must be torch or scratch, got {self.engine!r}."),
-            (0.0 <= self.label_smoothing < 1.0, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}."),
-            (0.0 <= self.ema < 1.0, f"--ema must be in [0, 1), got {self.ema}."),
-            (self.channels in (None, 1, 3), f"--channels must be 1 or 3, got {self.channels}."),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in _FLOATS and isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, f.name, float(value))  # JSON writes 1.0 as 1
+        for name, check in _CHECKS.items():
+            problem = check(getattr(self, name))
+            if problem:
+                raise ConfigError(f"{_flag(name)} {problem}, got {getattr(self, name)!r}.")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
+        """The config that `to_dict` wrote; every field checked, unknown fields refused.
+
+        Raises:
+            ConfigError: one sentence naming the first field that is wrong.
+        """
+        if not isinstance(d, dict):
+            raise ConfigError(f"A config must be a JSON object of fields, got {type(d).__name__}.")
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
-            raise ConfigError(f"config.json has unknown fields {sorted(unknown)}; it was written by another convnet version.")
+            raise ConfigError(f"The config has unknown fields {sorted(map(str, unknown))}; it was written by another convnet version or edited by hand.")
         d = dict(d)
-        d["augment"] = AugmentConfig(**d.get("augment", {}))
-        for key in ("image_size",):
-            if d.get(key) is not None:
-                d[key] = tuple(d[key])
+        augment = d.get("augment", {})
+        if not isinstance(augment, dict):
+            raise ConfigError(f"The config field augment must be an object of flip, translate, cutout and flip_seed, got {augment!r}.")
+        unknown = set(augment) - {f.name for f in dataclasses.fields(AugmentConfig)}
+        if unknown:
+            raise ConfigError(f"The config field augment has unknown fields {sorted(map(str, unknown))}; use flip, translate, cutout and flip_seed.")
+        d["augment"] = AugmentConfig(**augment)
+        if isinstance(d.get("image_size"), list):
+            d["image_size"] = tuple(d["image_size"])
         return cls(**d)
+
+
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')} (config field {name})"
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_float(v) -> bool:
+    return isinstance(v, float) and math.isfinite(v)
+
+
+def _int_at_least(low: int, high: int | None = None):
+    def check(v):
+        if not _is_int(v) or v < low or (high is not None and v > high):
+            return f"must be a whole number {f'from {low} to {high}' if high is not None else f'of at least {low}'}"
+    return check
+
+
+def _float_in(low: float, high: float | None, low_open: bool = False, high_open: bool = True):
+    def check(v):
+        bad = not _is_float(v) or v < low or (low_open and v == low) or (high is not None and (v > high or (high_open and v == high)))
+        if bad:
+            lo, hi = ("(" if low_open else "["), ("" if high is None else (")" if high_open else "]"))
+            return f"must be a finite number in {lo}{low}, {'inf)' if high is None else f'{high}{hi}'}"
+    return check
+
+
+def _one_of(choices: tuple):
+    def check(v):
+        if isinstance(v, bool) or v not in choices:
+            return f"must be one of {', '.join(map(str, choices))}"
+    return check
+
+
+def _optional(check):
+    return lambda v: None if v is None else check(v)
+
+
+def _boolean(v):
+    if not isinstance(v, bool):
+        return "must be true or false"
+
+
+def _text(v):
+    if not isinstance(v, str) or not v or "\0" in v:
+        return "must be non-empty text"
+
+
+def _model(v):
+    if not isinstance(v, str) or v not in list_models():
+        return f"must be one of the registered models ({', '.join(list_models())})"
+
+
+def _model_args(v):
+    def plain(x) -> bool:  # what JSON can carry and a model builder can take
+        if isinstance(x, (list, tuple)):
+            return all(plain(i) for i in x)
+        return x is None or isinstance(x, (str, bool, int)) or _is_float(x)
+
+    if not isinstance(v, dict) or not all(isinstance(k, str) and k.isidentifier() for k in v) or not all(plain(x) for x in v.values()):
+        return "must map argument names to numbers, text, true/false or lists of them"
+
+
+def _image_size(v):
+    if not (isinstance(v, tuple) and len(v) == 2 and all(_is_int(d) and 1 <= d <= MAX_IMAGE_SIDE for d in v)):
+        return f"must be (height, width) in pixels, each from 1 to {MAX_IMAGE_SIDE}"
+
+
+def _run_name(v):
+    """A run folder name: one plain folder inside runs_dir, never a path that leaves it."""
+    if not isinstance(v, str):
+        return "must be a folder name"
+    if not v or len(v) > MAX_NAME_LENGTH:
+        return f"must be 1 to {MAX_NAME_LENGTH} characters"
+    if v in (".", "..") or any(c in v for c in "/\\") or any(ord(c) < 32 or ord(c) == 127 for c in v) or v.startswith("-"):
+        return "must be a single folder name (no / or \\, not . or .., no control characters, not starting with -)"
+
+
+def _augment(v):
+    if not isinstance(v, AugmentConfig):
+        return "must be flip, translate, cutout and flip_seed"
+
+
+# The fields that hold floats (ints given for them, as JSON writes 1.0, are taken as floats).
+_FLOATS = {"val_split", "lr", "momentum", "weight_decay", "bias_lr_scale", "muon_lr", "muon_momentum",
+           "warmup_epochs", "label_smoothing", "ema"}
+
+# field -> check returning None when the value is fine, else what it must be.
+_CHECKS = {
+    "data": _optional(_text),
+    "val_split": _float_in(0.0, 1.0),
+    "limit": _optional(_int_at_least(1)),
+    "image_size": _optional(_image_size),
+    "channels": _optional(_one_of(CHANNELS)),
+    "normalize": _one_of(NORMALIZATIONS),
+    "model": _model,
+    "model_args": _model_args,
+    "epochs": _int_at_least(1, 100_000),
+    "batch_size": _int_at_least(1, 1_000_000),
+    "optimizer": _one_of(OPTIMIZERS),
+    "lr": _float_in(0.0, None, low_open=True),
+    "momentum": _float_in(0.0, 1.0),
+    "weight_decay": _float_in(0.0, None),
+    "bias_lr_scale": _float_in(0.0, None, low_open=True),
+    "muon_lr": _float_in(0.0, None, low_open=True),
+    "muon_momentum": _float_in(0.0, 1.0),
+    "bias_decay": _boolean,
+    "schedule": _one_of(SCHEDULES),
+    "warmup_epochs": _float_in(0.0, None),
+    "label_smoothing": _float_in(0.0, 1.0),
+    "ema": _float_in(0.0, 1.0),
+    "augment": _augment,
+    "precision": _one_of(PRECISIONS),
+    "channels_last": _boolean,
+    "compile": _boolean,
+    "device": _one_of(DEVICES),
+    "eval_batch_size": _int_at_least(1, 1_000_000),
+    "tta": _one_of(TTA_LEVELS),
+    "engine": _one_of(ENGINE_NAMES),
+    "seed": _int_at_least(0, 2**32 - 1),
+    "recipe": _text,
+    "runs_dir": _text,
+    "name": _optional(_run_name),
+}

@@ -7,7 +7,7 @@ from typing import Iterable, Iterator
 
 import torch
 
-from convnet.data.images import is_image_file
+from convnet.data.images import find_image_files
 from convnet.engine.checkpoint import Classifier
 from convnet.errors import DataError
 
@@ -31,7 +31,8 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file() and is_image_file(f))
+            files, others = find_image_files(p)  # others (FIFOs, loops...) get their own error line
+            out += [p / name for name in sorted(files + others)]
         else:
             out.append(p)
     return out

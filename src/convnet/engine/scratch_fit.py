@@ -1,8 +1,8 @@
 """`convnet train --engine scratch`: the NumPy reference engine inside the usual run loop.
 
 Same data, progress bar, history and run folder as the torch engine; the model file is written
-through the torch model of the same spec, so `evaluate`, `predict` and the server read it as any
-other. It trains tutorial and spec networks in float32 with Adam or SGD at a constant rate.
+through the torch model of the same spec, so `evaluate`, `predict`, `features` and `cam` read it as
+any other. It trains tutorial and spec networks in float32 with Adam or SGD at a constant rate.
 """
 from __future__ import annotations
 
@@ -71,8 +71,8 @@ class ScratchTrainer(EpochLoop):
             bar.set_postfix(loss=f"{seen['loss'] / seen['n']:.3f}", acc=f"{seen['hits'] / seen['n']:.3f}", refresh=False)
             bar.update(n)
 
-        # One BLAS thread: the engine's small matrix products run several times faster than with
-        # threads that wait on each other (measured on 2 cores, more so when the machine is busy).
+        # One BLAS thread: the engine's matrix products are small, and OpenBLAS threads that
+        # spin-wait for a busy core cost more than they share on products this small.
         with threadpool_limits(1, "blas"):
             loss, acc = train_epoch(self.net, self.optimizer, self.x, self.y, self.config.batch_size, rng, on_batch)
         bar.close()

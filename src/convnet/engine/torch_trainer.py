@@ -26,6 +26,7 @@ from convnet.engine.loop import EpochLoop, TrainData, TrainingDiverged, epoch_se
 from convnet.engine.optim import build_optimizer
 from convnet.engine.run_folder import RunFolder
 from convnet.engine.schedule import lr_factor
+from convnet.errors import CheckpointError
 
 INIT_SAMPLE = 5000  # training images a data-dependent initialisation sees (airnet's whitening)
 
@@ -56,8 +57,30 @@ class TorchTrainer(EpochLoop):
         self.forward = torch.compile(self.model) if config.compile else self.model
 
     def restore(self, state: dict) -> None:
+        """Continue from a saved state (see `save`).
+
+        Raises:
+            CheckpointError: a state that does not fit this run's model, optimizer or epochs.
+        """
+        try:
+            self._restore(state)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+            raise CheckpointError(
+                f"{self.run.path}'s resume state does not fit the run in its config.json ({type(e).__name__}: {str(e)[:200]}); start a new run."
+            ) from None
+
+    def _restore(self, state: dict) -> None:
+        epoch, history = state["epoch"], state["history"]
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch <= self.config.epochs or len(history) != epoch:
+            raise ValueError(f"epoch {epoch!r} with {len(history)} history rows")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        # The state file keeps tensors contiguous; momentum buffers go back to their parameter's
+        # layout (channels-last), or the optimizer's kernels would take another, inexact path.
+        for param, buffers in self.optimizer.state.items():
+            for key, value in buffers.items():
+                if isinstance(value, torch.Tensor) and value.shape == param.shape and value.stride() != param.stride():
+                    buffers[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
         # The schedule is a pure function of the step, rebuilt from config.json rather than from
         # saved numbers: the run repeats exactly, and a learning rate edited there takes effect.
         steps = state["epoch"] * self.steps_per_epoch
@@ -67,8 +90,8 @@ class TorchTrainer(EpochLoop):
             group["lr"] = base * self.lr_factor(steps)
         if self.ema is not None:
             self.ema.model.load_state_dict(state["ema"])
-        self.history = state["history"]
-        self.start_epoch = state["epoch"]
+        self.history = [dict(row) for row in history]
+        self.start_epoch = epoch
 
     @property
     def eval_model(self) -> nn.Module:

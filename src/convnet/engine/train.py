@@ -26,14 +26,13 @@ SAMPLES = 25  # images in samples.png
 
 def train(config: TrainConfig, progress: bool = True) -> RunResult:
     """Train a model as `config` says and write its run folder (see engine.run_folder)."""
-    data = prepare_data(config)
-    run = RunFolder.create(config)
+    run = RunFolder.create(config)  # first: a taken name or a bad --runs-dir stops before any work
     try:
-        trainer = ENGINES[config.engine](config, data, run, progress)
-    except ConvnetError:
-        run.discard()  # a setting the model refuses: leave no half-made run folder behind
+        trainer = ENGINES[config.engine](config, prepare_data(config), run, progress)
+        _write_samples(trainer, run)
+    except BaseException:
+        run.discard()  # nothing trained (unreadable data, a setting the model refuses, Ctrl-C): leave no half-made folder
         raise
-    _write_samples(trainer, run)
     return _fit(trainer, run)
 
 

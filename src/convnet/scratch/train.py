@@ -2,13 +2,8 @@
 
 `convnet train --engine scratch` runs these inside the same run-folder loop as the torch engine.
 
-Measured 2026-11-25 on the project's 2-core CPU machine (numpy 2.4.6, OpenBLAS 0.3.31), the
-tutorial CNN in float32, batch 32, Adam 1e-3, one epoch of 1,800 images 32x32x3:
-    random data        2.4-3.1 s with OPENBLAS_NUM_THREADS=1, 6-28 s with OpenBLAS's own
-                       2 threads while other processes kept both cores busy (its threads
-                       spin-wait for a core: pin BLAS to one thread when timing this engine)
-    sample CIFAR-10    1.3 s (one BLAS thread); 30.6% accuracy on the sample's 500 test images
-                       after that one epoch (chance: 10%)
+Its speed and accuracy on real images are measured by benchmarks/scratch_engine.py, which
+writes them to benchmarks/results/scratch_engine.json with the machine they ran on.
 """
 from __future__ import annotations
 

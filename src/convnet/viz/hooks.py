@@ -1,4 +1,4 @@
-"""Forward hooks on a model that may be shared (a server answering several requests at once).
+"""Forward hooks on a model that may be shared (several threads answering requests at once).
 
 A hook sees every forward pass of its module while it is registered, whoever runs it. So hooks
 are only ever registered inside `hooked`, which holds the model's own lock from registration
