@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from convnet.errors import CheckpointError, DataError
-from convnet.formats import read_model_arrays
-from convnet.models.spec import TUTORIAL_SPEC, Layer, plan
+from convnet.errors import CheckpointError, DataError, SpecError
+from convnet.formats import MAX_MODEL_BYTES, check_weights_match, read_model_arrays
 from convnet.scratch import layers as L
 from convnet.scratch.losses import softmax
+from convnet.spec import TUTORIAL_SPEC, Layer, plan
 
 
 class SequentialNet(L.Module):
@@ -76,13 +76,30 @@ def build_network(
 
 
 def _spec_of(info: dict, path: Path) -> str:
-    if info["model"] == "tutorial":
-        return TUTORIAL_SPEC
-    if info["model"] == "spec":
-        return info["model_args"].get("arch", TUTORIAL_SPEC)
-    raise CheckpointError(
-        f"{path} holds a '{info['model']}' model, which the NumPy engine cannot build; it runs only 'tutorial' and 'spec' models."
-    )
+    """The spec string of a file's model; the same arguments as the torch builders, no others."""
+    takes = {"tutorial": (), "spec": ("arch",)}  # models.sequential's tutorial() and spec()
+    model, args = info["model"], info["model_args"]
+    if model not in takes:
+        raise CheckpointError(
+            f"{path} holds a '{model}' model, which the NumPy engine cannot build; it runs only 'tutorial' and 'spec' models."
+        )
+    unknown = sorted(set(args) - set(takes[model]))
+    if unknown:
+        raise CheckpointError(f"{path} gives the '{model}' model arguments it does not take ({', '.join(unknown)}); pass the file `convnet train` wrote.")
+    arch = args.get("arch", TUTORIAL_SPEC)
+    if not isinstance(arch, str):
+        raise CheckpointError(f"{path} gives the 'spec' model an 'arch' that is not a spec string; pass the file `convnet train` wrote.")
+    return arch
+
+
+def _weights_at_least(layer: Layer) -> int:
+    """A lower bound of a planned layer's parameter count: its kernel or matrix, without biases."""
+    a = layer.args
+    if layer.kind == "conv2d":
+        return a["out_channels"] * a["in_channels"] * a["kernel"] ** 2
+    if layer.kind == "linear":
+        return a["out_features"] * a["in_features"]
+    return 0
 
 
 def load_model_file(path: str | Path, dtype=np.float64) -> tuple[SequentialNet, dict]:
@@ -95,15 +112,29 @@ def load_model_file(path: str | Path, dtype=np.float64) -> tuple[SequentialNet, 
         (net, info): info is the file's "convnet" metadata as a dict (model, model_args, classes,
         in_chans, input_size, mean, std, data_source, metrics).
     Raises:
-        CheckpointError: when the file is missing, unreadable, not a convnet model, or a model
-            this engine cannot build.
+        CheckpointError: when the file is missing, unreadable, not a convnet model, fails the
+            checks of `formats.read_model_arrays`, is a model this engine cannot build, or its
+            tensors do not fit the network its metadata describes.
     """
     state, info, path = read_model_arrays(path, "np")
-    net = build_network(_spec_of(info, path), len(info["classes"]), info["in_chans"], tuple(info["input_size"]), dtype)
+    classes, chans, size = len(info["classes"]), info["in_chans"], tuple(info["input_size"])
+    spec = _spec_of(info, path)
     try:
-        net.load_state_dict(state)
-    except ValueError as e:
-        raise CheckpointError(f"{path} does not match the network its metadata describes ({e}); pass the file `convnet train` wrote.") from None
+        layers = plan(spec, classes, chans, size).layers
+    except SpecError as e:
+        raise CheckpointError(f"{path} describes a network that cannot be built ({str(e).rstrip('.')}); pass the file `convnet train` wrote.") from None
+    # Checked before building, so that a hostile spec ("c100000-c100000") cannot make us allocate its
+    # weights: more float32 weights than the largest model file holds can never match the file.
+    needed = sum(_weights_at_least(layer) for layer in layers)
+    if needed > MAX_MODEL_BYTES // 4:
+        raise CheckpointError(
+            f"{path} describes a '{info['model']}' network of at least {needed:,} weights, more than any model file holds; "
+            "pass the file `convnet train` wrote."
+        )
+    net = build_network(spec, classes, chans, size, dtype)
+    expected = {name: value.shape for name, value in net.state_dict().items()}
+    check_weights_match(path, expected, state, info["model"], classes, chans)
+    net.load_state_dict(state)
     return net.eval(), info
 
 
