@@ -148,12 +148,10 @@ BYTES = [
     ("torch.save with a payload", lambda p, t, i, m: torch.save({"w": _Payload(m)}, p), ["not a readable safetensors"]),
 ]
 
-# Cases that need the model built from the metadata: the NumPy engine checks them already; the
-# torch engine (engine/checkpoint.py) checks them once `load_checkpoint` builds the model on the
-# meta device, turns create_model's errors into one sentence and calls `formats.check_weights_match`.
-# TEMPORARY, until that wiring lands: its tests are expected failures (not strict, as the wiring
-# lands piece by piece). AWAITS_CHECKPOINT_WIRING lists them; delete it and its use in _cases then.
-WIRING = [
+# Cases that need the model built from the metadata: both engines build it (torch on the meta
+# device, so nothing is allocated) and compare its shapes with the file's through
+# `formats.check_weights_match`.
+BUILT = [
     ("unknown model", lambda p, t, i, m: _write(p, t, _with(i, model="nope")), ["nope"]),
     ("unknown model argument", lambda p, t, i, m: _write(p, t, _with(i, model_args={"colour": 1})), ["colour"]),
     ("mistyped model argument", lambda p, t, i, m: _write(p, t, _with(i, model="spec", model_args={"arch": 5})), ["arch"]),
@@ -166,7 +164,6 @@ WIRING = [
     # A spec whose weights would take 360 GB: refused from the shapes, before anything is allocated.
     ("hostile arch", lambda p, t, i, m: _write(p, t, _with(i, model="spec", model_args={"arch": "c100000-c100000"})), ["'spec'"]),
 ]
-AWAITS_CHECKPOINT_WIRING = {case[0] for case in WIRING}
 
 
 def _sparse(path: Path, size: int) -> None:
@@ -174,13 +171,8 @@ def _sparse(path: Path, size: int) -> None:
         f.truncate(size)  # no data blocks: the file claims the size, the disk holds nothing
 
 
-def _cases(torch_engine: bool):
-    for case in METADATA + TENSORS + BYTES + WIRING:
-        marks = []
-        if torch_engine and case[0] in AWAITS_CHECKPOINT_WIRING:
-            # "hostile arch" would make today's torch engine allocate 360 GB: not run until wired.
-            marks.append(pytest.mark.xfail(reason="needs checkpoint.py wiring", strict=False, run=case[0] != "hostile arch"))
-        yield pytest.param(*case[1:], id=case[0], marks=marks)
+def _cases() -> list:
+    return [pytest.param(*case[1:], id=case[0]) for case in METADATA + TENSORS + BYTES + BUILT]
 
 
 def _defective(tmp_path: Path, trained: dict, make) -> tuple[Path, Path]:
@@ -189,7 +181,7 @@ def _defective(tmp_path: Path, trained: dict, make) -> tuple[Path, Path]:
     return path, marker
 
 
-@pytest.mark.parametrize("make, words", list(_cases(torch_engine=True)))
+@pytest.mark.parametrize("make, words", _cases())
 def test_predict_refuses_the_file_in_one_sentence(tmp_path, trained, capsys, make, words):
     path, marker = _defective(tmp_path, trained, make)
     status = main(["predict", str(path), str(trained["image"])])
@@ -200,7 +192,7 @@ def test_predict_refuses_the_file_in_one_sentence(tmp_path, trained, capsys, mak
     assert not marker.exists(), "code from the file ran"
 
 
-@pytest.mark.parametrize("make, words", list(_cases(torch_engine=False)))
+@pytest.mark.parametrize("make, words", _cases())
 def test_the_numpy_engine_refuses_the_file_in_one_sentence(tmp_path, trained, make, words):
     path, marker = _defective(tmp_path, trained, make)
     with pytest.raises(CheckpointError) as e:

@@ -25,10 +25,10 @@ from safetensors.torch import save_file
 from convnet.data.images import load_image, pil_to_tensor
 from convnet.data.normalize import normalize
 from convnet.engine.inference import batched_logits
-from convnet.errors import ConfigError, ConvnetError, DataError
+from convnet.errors import CheckpointError, ConfigError, ConvnetError, DataError
 from convnet.files import atomic_write
 from convnet.formats import MODEL_FORMAT as FORMAT
-from convnet.formats import read_model_arrays
+from convnet.formats import check_weights_match, read_model_arrays
 from convnet.models import create_model
 
 
@@ -130,14 +130,25 @@ def build_model(info: ModelInfo) -> nn.Module:
         return create_model(info.model, num_classes=len(info.classes), in_chans=info.in_chans, input_size=info.input_size, **info.model_args)
     except ConvnetError:
         raise
-    except (TypeError, ValueError, RuntimeError) as e:  # a builder's own complaint about an argument
+    except (TypeError, ValueError, RuntimeError, AttributeError) as e:  # a builder's own complaint about an argument
         args = ", ".join(f"{k}={v!r}" for k, v in info.model_args.items()) or "no arguments"
         raise ConfigError(f"The model {info.model!r} cannot be built with {args} for {info.in_chans}x{info.input_size[0]}x{info.input_size[1]} input ({e}).") from None
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Classifier:
-    """Load a model file written by `convnet train` as a ready-to-use `Classifier`."""
+    """Load a model file written by `convnet train` as a ready-to-use `Classifier`.
+
+    Raises:
+        CheckpointError: the file is not a usable convnet model (formats.read_model_arrays says
+            what its metadata or tensors get wrong; here, what the built model disagrees with).
+    """
     state, info = read_model_file(path)
+    try:
+        with torch.device("meta"):  # shapes only: the file's arguments allocate nothing before they are checked
+            expected = {name: tuple(t.shape) for name, t in build_model(info).state_dict().items()}
+    except ConvnetError as e:  # build_model's one sentence: unknown model, bad argument, spec that does not fit
+        raise CheckpointError(f"{path} describes a model convnet cannot build: {e}") from None
+    check_weights_match(path, expected, state, info.model, len(info.classes), info.in_chans)
     model = build_model(info)
     model.load_state_dict(state)
     return Classifier(model, info, device)
