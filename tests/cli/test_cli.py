@@ -89,6 +89,22 @@ def test_show_data_writes_a_png(colour_folder, tmp_path, capsys):
     assert Image.open(tmp_path / "s.png").size[0] > 100
 
 
+def _shown_classes(capsys) -> list[str]:
+    return capsys.readouterr().out.splitlines()[0].split(": ", 1)[1].split(", ")
+
+
+def test_show_data_mixes_classes_unless_asked_for_the_first_files(colour_folder, tmp_path, capsys):
+    # The folder is read sorted by class (blue/, green/, red/), as a newcomer's folder is.
+    files = sorted(p.parent.name for p in colour_folder.rglob("*.png"))
+    argv = ["show-data", "--data", str(colour_folder), "--count", "9", "--out", str(tmp_path / "s.png")]
+    assert main([*argv, "--first"]) == 0
+    assert _shown_classes(capsys) == files[:9]  # the first nine files: one class only
+    assert main(argv) == 0
+    shuffled = _shown_classes(capsys)
+    assert len(shuffled) == 9 and len(set(shuffled)) >= 2
+    assert main([*argv, "--seed", "0"]) == 0 and _shown_classes(capsys) == shuffled  # seeded: repeatable
+
+
 @pytest.mark.parametrize(
     "argv, fragment",
     [

@@ -30,7 +30,7 @@ def gen(seed: int = 0) -> torch.Generator:
 def flipped(x: torch.Tensor, out: torch.Tensor) -> np.ndarray:
     """Per image: True where out is the mirror of x, False where it is x; fails on anything else."""
     answers = []
-    for a, b in zip(x.numpy(), out.numpy()):
+    for a, b in zip(x.numpy(), out.numpy(), strict=True):
         same, mirror = np.array_equal(a, b), np.array_equal(a[:, :, ::-1], b)
         assert same != mirror
         answers.append(mirror)
@@ -92,7 +92,7 @@ def test_translate_gives_a_crop_of_the_reflect_padded_image(dtype, pad):
     x = noise_images(600, dtype=dtype)
     out = batch_translate(x, pad, gen(2))
     assert out.dtype == dtype and out.shape == x.shape
-    shifts = {found_shift(a, b, pad) for a, b in zip(x.numpy(), out.numpy())}
+    shifts = {found_shift(a, b, pad) for a, b in zip(x.numpy(), out.numpy(), strict=True)}
     assert len(shifts) == (2 * pad + 1) ** 2  # every shift happens
     assert torch.equal(out, batch_translate(x, pad, gen(2)))
 
@@ -101,7 +101,7 @@ def test_reflect_shift_matches_numpy_pad_for_given_shifts():
     x = noise_images(5, h=7, w=9)
     dy, dx = torch.tensor([-3, -1, 0, 2, 6]), torch.tensor([8, 0, -1, 3, -8])
     out = reflect_shift(x, dy, dx).numpy()
-    for image, result, sy, sx in zip(x.numpy(), out, dy.tolist(), dx.tolist()):
+    for image, result, sy, sx in zip(x.numpy(), out, dy.tolist(), dx.tolist(), strict=True):
         padded = np.pad(image, ((0, 0), (8, 8), (8, 8)), mode="reflect")
         np.testing.assert_array_equal(result, padded[:, 8 + sy : 8 + sy + 7, 8 + sx : 8 + sx + 9])
 
@@ -118,7 +118,7 @@ def test_translate_larger_than_the_image_is_refused():
 def test_cutout_zeroes_one_clipped_square_per_image(size):
     x = noise_images(300, h=12, w=10)
     out = batch_cutout(x, size, gen(3))
-    for image, result in zip(x.numpy(), out.numpy()):
+    for image, result in zip(x.numpy(), out.numpy(), strict=True):
         zero = result == 0
         assert (zero == zero[0]).all()  # the same pixels in every channel
         np.testing.assert_array_equal(result[:, ~zero[0]], image[:, ~zero[0]])
@@ -155,7 +155,7 @@ def test_augment_batch_flips_alternately_then_translates():
     for epoch in (0, 1):
         out = augment_batch(x, cfg, gen(epoch), epoch, indices)
         mask = flip_mask(indices, 9).numpy() ^ (epoch % 2 == 1)
-        for image, result, mirror in zip(x.numpy(), out.numpy(), mask):
+        for image, result, mirror in zip(x.numpy(), out.numpy(), mask, strict=True):
             found_shift(image[:, :, ::-1] if mirror else image, result, 1)
         assert torch.equal(out, augment_batch(x, cfg, gen(epoch), epoch, indices))
 

@@ -29,7 +29,7 @@ def test_views_are_the_documented_ones(batch, level, count):
     views = tta_views(batch, level)
     assert len(views) == count == len(TTA_WEIGHTS[level])
     for i, image in enumerate(batch.numpy()):
-        for view, expected in zip(views, numpy_views(image, level)):
+        for view, expected in zip(views, numpy_views(image, level), strict=True):
             np.testing.assert_array_equal(view[i].numpy(), expected)
 
 
@@ -59,7 +59,7 @@ def test_logits_are_the_weighted_mean_over_views(batch, level):
 
     airbench = {1: [0.5, 0.5], 2: [0.25, 0.25, 0.125, 0.125, 0.125, 0.125]}[level]
     expected = [
-        sum(a * (view.reshape(-1) @ weights_np) for a, view in zip(airbench, numpy_views(image, level)))
+        sum(a * (view.reshape(-1) @ weights_np) for a, view in zip(airbench, numpy_views(image, level), strict=True))
         for image in batch.numpy()
     ]
     np.testing.assert_allclose(tta_logits(model, batch, level).numpy(), np.array(expected), rtol=1e-5, atol=1e-5)

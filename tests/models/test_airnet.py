@@ -69,7 +69,7 @@ def test_whitening_weights_stay_frozen(cifar_images):
 def expected_param_count(in_chans: int, widths: tuple[int, ...], k: int, num_classes: int) -> int:
     whiten_out = 2 * in_chans * k * k
     count = whiten_out * in_chans * k * k + whiten_out  # whitening conv weights and bias
-    for c_in, c_out in zip((whiten_out, *widths[:-1]), widths):
+    for c_in, c_out in zip((whiten_out, *widths[:-1]), widths, strict=True):
         count += 9 * c_in * c_out + 2 * c_out  # conv1 (no bias) and its BatchNorm scale and shift
         count += 9 * c_out * c_out + 2 * c_out  # conv2 and its BatchNorm
     return count + widths[-1] * num_classes  # linear head without bias

@@ -81,5 +81,5 @@ def test_pool_before_relu_computes_what_the_layer_list_says(spec):
     torch.testing.assert_close(out, reference, rtol=0, atol=0)
     grads = torch.autograd.grad(out.square().sum(), list(model.parameters()))
     ref_grads = torch.autograd.grad(reference.square().sum(), list(model.parameters()))
-    for g, r in zip(grads, ref_grads):
+    for g, r in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-12)

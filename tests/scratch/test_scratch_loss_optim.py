@@ -41,14 +41,14 @@ def run_both(make_scratch, make_torch, seed: int, steps: int = 6):
     for step in range(steps):
         opt.zero_grad()
         opt_t.zero_grad()
-        for i, (p, pt) in enumerate(zip(ours, theirs)):
+        for i, (p, pt) in enumerate(zip(ours, theirs, strict=True)):
             if i == 1 and step % 2:
                 continue
             g = rng.standard_normal(p.shape)
             p.grad, pt.grad = g, torch.from_numpy(g.copy())
         opt.step()
         opt_t.step()
-    for p, pt, start in zip(ours, theirs, starts):
+    for p, pt, start in zip(ours, theirs, starts, strict=True):
         np.testing.assert_allclose(p.data, pt.detach().numpy(), rtol=RTOL, atol=ATOL)
         assert not np.array_equal(p.data, start)  # the steps did move it
 

@@ -11,7 +11,6 @@ from safetensors.numpy import save_file
 from convnet.engine.checkpoint import ModelInfo, load_checkpoint, save_model
 from convnet.errors import CheckpointError, DataError
 from convnet.models import create_model
-from convnet.spec import TUTORIAL_SPEC
 from convnet.scratch.losses import CrossEntropyLoss
 from convnet.scratch.network import (
     build_network,
@@ -21,6 +20,7 @@ from convnet.scratch.network import (
 )
 from convnet.scratch.optim import Adam
 from convnet.scratch.train import evaluate, train_epoch
+from convnet.spec import TUTORIAL_SPEC
 
 # Batch norm (2-D and 1-D), strided and padded convolutions, both poolings, global pooling.
 SPECS = ["c4k3p1-b-p-c6k3s2-a2s1-f-d7-b", "c3k2s2p1-p3s1-c5-g-f-d6"]
@@ -189,7 +189,7 @@ def test_train_epoch_reports_the_mean_of_its_batches():
     net = build_network("c2-f", 3, 1, (5, 5), rng=rng)
     x, y = rng.standard_normal((10, 1, 5, 5)), rng.integers(0, 3, 10)
     batches = []
-    loss, accuracy = train_epoch(net, Adam(net.parameters(), 0.0), x, y, 4, rng, on_batch=lambda n, l, a: batches.append((n, l, a)))
+    loss, accuracy = train_epoch(net, Adam(net.parameters(), 0.0), x, y, 4, rng, on_batch=lambda n, batch_loss, a: batches.append((n, batch_loss, a)))
     counts = np.array([b[0] for b in batches])
     assert counts.tolist() == [4, 4, 2]
     assert loss == pytest.approx(np.dot(counts, [b[1] for b in batches]) / 10)

@@ -19,6 +19,7 @@ from convnet.engine.checkpoint import (
 from convnet.errors import ConvnetError, DataError
 from convnet.models import create_model, list_models
 from convnet.viz.cam import cam_overlay, grad_cam, write_cam
+from tests.helpers import LIGHT_ARGS
 
 
 def grad_cam_of(clf: Classifier, image, class_name=None):
@@ -28,8 +29,6 @@ def grad_cam_of(clf: Classifier, image, class_name=None):
 def write_cam_of(clf: Classifier, image, out_dir, class_name=None):
     pixels = clf.to_input(image)
     return write_cam(clf.model, pixels, clf.model_input(pixels), clf.classes, out_dir, class_name)
-from tests.helpers import LIGHT_ARGS
-
 CLASSES = ("left", "right", "none")
 SIZE = (32, 32)
 
@@ -164,7 +163,7 @@ def test_heatmap_lies_on_the_side_of_the_square(trained):
     path, (images, labels) = trained
     clf = load_checkpoint(path)
     fractions = []
-    for image, label in zip(images, labels.tolist()):
+    for image, label in zip(images, labels.tolist(), strict=True):
         if label == 2:
             continue
         heat = grad_cam_of(clf, image, CLASSES[label]).heatmap

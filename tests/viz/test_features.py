@@ -74,7 +74,7 @@ def test_feature_maps_equal_the_layers_run_by_hand(case):
 
     assert [name for name, _ in maps] == [name for name, _ in expected]
     assert [tuple(m.shape) for _, m in maps] == [layer.out_shape for layer in planned.layers if layer.kind == "conv2d"]
-    for (_, got), (_, want) in zip(maps, expected):
+    for (_, got), (_, want) in zip(maps, expected, strict=True):
         torch.testing.assert_close(got.double(), want, rtol=0, atol=1e-4)
 
 
@@ -153,11 +153,11 @@ def test_write_features_writes_one_png_per_convolution_and_the_filters(case, tmp
     convs = [i for i, layer in enumerate(planned.layers) if layer.kind == "conv2d"]
     written = [write_features(clf.model, clf.model_input(image), tmp_path / f"out{k}") for k, image in enumerate(images)]
 
-    for paths, out in zip(written, ("out0", "out1")):
+    for paths, out in zip(written, ("out0", "out1"), strict=True):
         assert [p.name for p in paths] == [f"features_layers.{i}.png" for i in convs] + ["filters.png"]
         assert all(p.parent == tmp_path / out and p.stat().st_size > 0 for p in paths)
     first, second = ([read_png(p) for p in paths] for paths in written)
-    for a, b in zip(first[:-1], second[:-1]):
+    for a, b in zip(first[:-1], second[:-1], strict=True):
         assert a.shape == b.shape and not np.array_equal(a, b), "feature maps of two different images are the same picture"
     np.testing.assert_array_equal(first[-1], second[-1])  # the filters do not depend on the image
     assert len(np.unique(first[-1])) > 2

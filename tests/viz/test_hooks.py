@@ -31,7 +31,7 @@ def test_threads_sharing_a_model_each_get_their_own_maps():
             maps = feature_maps(model, images[k])
             # Another thread's pass seen by this thread's hooks would add maps or change them.
             if [n for n, _ in maps] != [n for n, _ in want_maps[k]] or any(
-                not torch.equal(a, b) for (_, a), (_, b) in zip(maps, want_maps[k])
+                not torch.equal(a, b) for (_, a), (_, b) in zip(maps, want_maps[k], strict=True)
             ):
                 errors.append(f"thread {k}: feature maps mixed with another thread's")
             if not torch.allclose(grad_cam(model, images[k], CLASSES).heatmap, want_cams[k], atol=1e-6):

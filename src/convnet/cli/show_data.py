@@ -1,11 +1,15 @@
-"""convnet show-data: the first images of a data set with their classes, as a PNG grid."""
+"""convnet show-data: images of a data set with their classes, as a PNG grid.
+
+By default the first images of a seeded shuffle, so that several classes show (the tutorial's
+grid is mixed because CIFAR-10's own order is; an image folder is sorted by class).
+"""
 from __future__ import annotations
 
 import argparse
 
 from convnet.cli._common import add_data_argument
 
-HELP = "Save the first N images of a data set with their class names as a PNG grid."
+HELP = "Save N images of a data set (a seeded shuffle, or --first) with their class names as a PNG grid."
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -13,9 +17,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="train", help="which split to show")
     p.add_argument("-n", "--count", type=int, default=10, help="how many images")
     p.add_argument("--out", default="samples.png", help="PNG file to write")
+    p.add_argument("--seed", type=int, default=0, help="seed of the shuffle the images are taken from")
+    p.add_argument("--first", action="store_true", help="the first N files in the data's own order instead of a shuffle")
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here so that `convnet --help` does not wait for torch.
+    from convnet.data.batches import preview
     from convnet.data.images import display_name
     from convnet.data.sources import load_dataset
     from convnet.errors import ConfigError
@@ -25,11 +33,14 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--count must be at least 1, got {args.count}.")
     if not args.out.lower().endswith(".png"):
         raise ConfigError(f"--out must name a .png file, got {args.out!r}.")
+    if not 0 <= args.seed < 2**32:
+        raise ConfigError(f"--seed must be from 0 to {2**32 - 1}, got {args.seed}.")
     ds = load_dataset(args.data, args.split)
-    n = min(args.count, len(ds))
-    captions = [ds.classes[i] for i in ds.labels[:n].tolist()]
+    images, captions = preview(ds, args.count, None if args.first else args.seed)
+    n = len(captions)
+    which = "first" if args.first else f"shuffled (seed {args.seed})"
     try:
-        path = save_image_grid(ds.images[:n], captions, args.out, title=f"first {n} images: {ds.source}")
+        path = save_image_grid(images, captions, args.out, title=f"{n} images, {which}: {ds.source}")
     except OSError as e:  # --out is a folder, or lies below a file, or the disk refuses
         raise ConfigError(f"Cannot write --out {args.out} ({e.strerror or e}); name a .png file in a folder you can write to.") from None
     print(display_name(f"{n} images of {ds.source}: {', '.join(captions)}"))  # display_name: folders named in any bytes

@@ -20,7 +20,7 @@ class WeightAverage:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        for avg, cur in zip(self.model.state_dict().values(), model.state_dict().values()):
+        for avg, cur in zip(self.model.state_dict().values(), model.state_dict().values(), strict=True):
             if avg.is_floating_point():
                 avg.lerp_(cur, 1.0 - self.decay)
             else:

@@ -88,7 +88,7 @@ def format_report(ev: Evaluation) -> str:
     cm = ev.confusion()
     cell = max(5, len(str(int(cm.max()))) + 1)
     lines.append(" " * width + "".join(f"{c[:cell - 1]:>{cell}}" for c in ev.classes))
-    for c, row in zip(ev.classes, cm.tolist()):
+    for c, row in zip(ev.classes, cm.tolist(), strict=True):
         lines.append(f"{c:<{width}}" + "".join(f"{v:>{cell}}" for v in row))
     return "\n".join(lines)
 
@@ -100,6 +100,6 @@ def write_figures(ev: Evaluation, ds: Dataset, out_dir: str | Path, k: int = 16)
     worst = ev.most_confident_mistakes(k)
     if len(worst):
         p = ev.probabilities[worst].max(1).values
-        captions = [f"{ev.classes[t]} -> {ev.classes[q]}\n{pp:.2f}" for t, q, pp in zip(ev.labels[worst].tolist(), ev.predictions[worst].tolist(), p.tolist())]
+        captions = [f"{ev.classes[t]} -> {ev.classes[q]}\n{pp:.2f}" for t, q, pp in zip(ev.labels[worst].tolist(), ev.predictions[worst].tolist(), p.tolist(), strict=True)]
         paths.append(save_image_grid(ds.images[worst], captions, out / "mistakes.png", ncols=8, title="most confident mistakes (true -> predicted, probability)"))
     return paths

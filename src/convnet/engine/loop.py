@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto: in a notebook without ipywidgets it prints a warning on import
 
 from convnet.data.dataset import Dataset
 from convnet.engine.checkpoint import ModelInfo
@@ -34,7 +34,7 @@ class TrainData:
 @dataclass(frozen=True)
 class RunResult:
     run_dir: Path
-    history: list[dict]
+    history: list[dict]  # one row per epoch, as history.csv holds them (numbers, not text)
     metrics: dict  # the last epoch's row, plus val_acc_tta when TTA was asked for
 
 

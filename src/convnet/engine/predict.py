@@ -1,9 +1,9 @@
 """Top-k classes: of images in memory (tensors, Pillow images), and of files, each answered on its own."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import torch
 
@@ -50,7 +50,7 @@ def rank(clf: Classifier, images, k: int = 3, tta: int = 0) -> list[Ranking]:
     """
     k = max(1, min(k, len(clf.classes)))
     p, idx = clf.predict(images, tta=tta).topk(k, dim=1)
-    return [[(clf.classes[i], round(v, 6)) for i, v in zip(row_i, row_p)] for row_i, row_p in zip(idx.tolist(), p.tolist())]
+    return [[(clf.classes[i], round(v, 6)) for i, v in zip(row_i, row_p, strict=True)] for row_i, row_p in zip(idx.tolist(), p.tolist(), strict=True)]
 
 
 def predict_files(clf: Classifier, paths: Iterable[str | Path], top_k: int = 3, tta: int = 0, batch_size: int = 256) -> Iterator[FileResult]:

@@ -128,8 +128,3 @@ class RunFolder:
         if self.legacy_state_path.is_file():
             return read_legacy_state(self.legacy_state_path)
         return None
-
-
-def read_history(path: str | Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))

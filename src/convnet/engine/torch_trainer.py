@@ -85,7 +85,7 @@ class TorchTrainer(EpochLoop):
         # saved numbers: the run repeats exactly, and a learning rate edited there takes effect.
         steps = state["epoch"] * self.steps_per_epoch
         self.scheduler.last_epoch = steps
-        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
             group["initial_lr"] = base
             group["lr"] = base * self.lr_factor(steps)
         if self.ema is not None:

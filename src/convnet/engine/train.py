@@ -11,7 +11,7 @@ from convnet.data.batches import preview
 from convnet.engine.config import TrainConfig
 from convnet.engine.loop import EpochLoop, RunResult, TrainingDiverged
 from convnet.engine.prepare import prepare_data
-from convnet.engine.run_folder import RunFolder, read_history
+from convnet.engine.run_folder import RunFolder
 from convnet.engine.scratch_fit import ScratchTrainer
 from convnet.engine.torch_trainer import TorchTrainer
 from convnet.errors import ConvnetError
@@ -57,7 +57,7 @@ def resume(run_dir: str | Path, progress: bool = True) -> RunResult:
 def _fit(trainer: EpochLoop, run: RunFolder) -> RunResult:
     metrics = trainer.fit()
     plot_curves(trainer.history, run.curves_path)
-    return RunResult(run.path, read_history(run.history_path), metrics)
+    return RunResult(run.path, list(trainer.history), metrics)
 
 
 def _write_samples(trainer: EpochLoop, run: RunFolder) -> None:

@@ -78,7 +78,7 @@ class AirNet(nn.Module):
         self.whiten.weight.requires_grad_(False)
         nn.init.zeros_(self.whiten.bias)
         channels = (whiten_channels, *widths)
-        self.groups = nn.Sequential(*(ConvGroup(a, b, batchnorm_momentum) for a, b in zip(channels[:-1], channels[1:])))
+        self.groups = nn.Sequential(*(ConvGroup(a, b, batchnorm_momentum) for a, b in zip(channels[:-1], channels[1:], strict=True)))
         self.head = GlobalPoolHead(widths[-1], num_classes, pool="max", bias=False, scale=scaling)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ and the methods `forward_features(x)` and `forward_head(features)`. Models take 
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch.nn as nn
 

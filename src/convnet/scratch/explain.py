@@ -13,10 +13,10 @@ from __future__ import annotations
 import numpy as np
 
 from convnet.errors import SpecError
-from convnet.spec import TUTORIAL_SPEC, conv_out_size, plan
 from convnet.scratch import layers as L
 from convnet.scratch.losses import softmax
 from convnet.scratch.network import layer_from_plan
+from convnet.spec import TUTORIAL_SPEC, conv_out_size, plan
 
 IMAGE_SIZE = 4  # the tutorial's 4x4 example image
 
@@ -168,10 +168,10 @@ def _grids(arrays: list[np.ndarray], titles: list[str], indent: str = "   ") -> 
     """2-D arrays side by side, each under its title, numbers right-aligned."""
     width = max(len(_num(v)) for a in arrays for v in a.flat)
     blocks = [[" ".join(_num(v).rjust(width) for v in row) for row in a] for a in arrays]
-    block_w = [max(len(t), len(b[0])) for t, b in zip(titles, blocks)]
-    lines = [indent + "    ".join(t.ljust(w) for t, w in zip(titles, block_w)).rstrip()]
+    block_w = [max(len(t), len(b[0])) for t, b in zip(titles, blocks, strict=True)]
+    lines = [indent + "    ".join(t.ljust(w) for t, w in zip(titles, block_w, strict=True)).rstrip()]
     for r in range(max(len(b) for b in blocks)):
-        lines.append(indent + "    ".join((b[r] if r < len(b) else "").ljust(w) for b, w in zip(blocks, block_w)).rstrip())
+        lines.append(indent + "    ".join((b[r] if r < len(b) else "").ljust(w) for b, w in zip(blocks, block_w, strict=True)).rstrip())
     return lines
 
 
@@ -189,7 +189,7 @@ def _conv_lines(r: dict) -> list[str]:
     for (i, j), value in np.ndenumerate(np.array(r["conv"])[0]):
         window = image[:, i * s : i * s + k, j * s : j * s + k]
         per_channel = [
-            "(" + " + ".join(f"{_factor(a)}*{_factor(b)}" for a, b in zip(window[ch].flat, filters[ch].flat)) + f") [{name}]"
+            "(" + " + ".join(f"{_factor(a)}*{_factor(b)}" for a, b in zip(window[ch].flat, filters[ch].flat, strict=True)) + f") [{name}]"
             for ch, name in enumerate(r["channel_names"])
         ]
         lines.append(f"   out[{i},{j}] = " + " + ".join(per_channel) + f" + {_factor(r['bias'])} [bias] = {_num(value)}")
@@ -209,15 +209,15 @@ def _pool_lines(r: dict) -> list[str]:
 
 def _dense_lines(r: dict) -> list[str]:
     lines = []
-    for name, w, b, z in zip(r["output_names"], r["dense_weights"], r["dense_bias"], r["logits"]):
-        terms = " + ".join(f"{_factor(x)}*{_factor(wi)}" for x, wi in zip(r["flat"], w))
+    for name, w, b, z in zip(r["output_names"], r["dense_weights"], r["dense_bias"], r["logits"], strict=True):
+        terms = " + ".join(f"{_factor(x)}*{_factor(wi)}" for x, wi in zip(r["flat"], w, strict=True))
         lines.append(f"   {name} = {terms} + {_factor(b)} = {_num(z)}")
     return lines
 
 
 def _softmax_lines(r: dict) -> list[str]:
     total = " + ".join(f"exp({_num(z)})" for z in r["logits"])
-    return [f"   P({name}) = exp({_num(z)}) / ({total}) = {p:.4f}" for name, z, p in zip(r["output_names"], r["logits"], r["probabilities"])]
+    return [f"   P({name}) = exp({_num(z)}) / ({total}) = {p:.4f}" for name, z, p in zip(r["output_names"], r["logits"], r["probabilities"], strict=True)]
 
 
 def render_text(r: dict) -> str:

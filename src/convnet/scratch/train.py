@@ -7,7 +7,7 @@ writes them to benchmarks/results/scratch_engine.json with the machine they ran 
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -1,34 +1,32 @@
 """Matplotlib figures of a run: the tutorial's accuracy curve and the confusion matrix (image grids: viz.grid)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only: no display on servers and in CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from convnet.files import atomic_write
 
-from convnet.files import atomic_write  # noqa: E402
+# Figures are made with matplotlib's object API, not pyplot: no backend is chosen or changed
+# (a notebook that imports convnet keeps its inline plots) and nothing is left open.
 
 
-def _save(fig, path: Path) -> Path:
-    """Write `fig` as a PNG through a temporary file and a rename, and close it."""
+def _save(fig: Figure, path: Path) -> Path:
+    """Write `fig` as a PNG through a temporary file and a rename."""
     path = Path(path)
-    try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
-    finally:
-        plt.close(fig)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
     return path
 
 
 def plot_curves(history: Sequence[dict], path: str | Path) -> Path:
     """Accuracy and loss per epoch, train against validation, as the tutorial plots them."""
     epochs = [int(r["epoch"]) for r in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ("acc", "loss")):
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
+    for ax, metric in zip(axes, ("acc", "loss"), strict=True):
         ax.plot(epochs, [float(r[f"train_{metric}"]) for r in history], "o-", label=f"train {metric}")
         val = [r.get(f"val_{metric}") for r in history]
         if all(v not in (None, "") for v in val):
@@ -45,7 +43,8 @@ def plot_confusion(confusion: torch.Tensor, classes: Sequence[str], path: str | 
     """Rows are true classes, columns predicted; each cell shows its count."""
     cm = confusion.numpy()
     k = len(classes)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * k, 0.8 + 0.6 * k))
+    fig = Figure(figsize=(1.0 + 0.6 * k, 0.8 + 0.6 * k))
+    ax = fig.subplots()
     ax.imshow(cm, cmap="Blues")
     ax.set_xticks(range(k), classes, rotation=45, ha="right")
     ax.set_yticks(range(k), classes)
