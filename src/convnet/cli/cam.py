@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from convnet.errors import ConfigError
+
 HELP = "Write a Grad-CAM picture of which parts of an image made the model choose a class."
 
 
@@ -15,9 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Imported here so that `convnet --help` does not wait for torch.
+    # Imported when the command runs: `convnet --help` and the other commands skip loading them.
     from convnet.engine.checkpoint import load_checkpoint
-    from convnet.errors import ConfigError
     from convnet.viz.cam import write_cam
 
     clf = load_checkpoint(args.checkpoint)

@@ -20,6 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported when the command runs: `convnet --help` and the other commands skip loading them.
     from convnet.engine.checkpoint import load_checkpoint
     from convnet.engine.evaluate import evaluate, format_report, write_figures
     from convnet.engine.inference import resolve_device

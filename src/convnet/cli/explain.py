@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _read_image(path: str) -> np.ndarray:
-    # Imported here: data.images needs torch, which the rest of this command does without.
+    # Imported when an image is given: the worked example itself needs only NumPy.
     from convnet.data.images import load_image
 
     try:
@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     result = worked_example(image, args.seed, args.kernel, args.stride, args.padding, args.pool, args.pool_stride)
     print(json.dumps(result) if args.json else render_text(result))
     if args.png:
+        # Imported only for --png: matplotlib is the slowest import this command could need.
         from convnet.viz.explain_figure import save_worked_example_figure
 
         save_worked_example_figure(result, args.png)

@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from convnet.errors import ConfigError
+
 HELP = "Classify image files or folders with a trained model; prints the top-k classes per file."
 
 
@@ -17,10 +19,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported when the command runs: `convnet --help` and the other commands skip loading them.
     from convnet.data.images import display_name
     from convnet.engine.checkpoint import load_checkpoint
     from convnet.engine.predict import predict_files
-    from convnet.errors import ConfigError
 
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {args.top_k}.")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from convnet.cli._common import add_data_argument
+from convnet.errors import ConfigError
 
 HELP = "Save N images of a data set (a seeded shuffle, or --first) with their class names as a PNG grid."
 
@@ -22,11 +23,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Imported here so that `convnet --help` does not wait for torch.
+    # Imported when the command runs: `convnet --help` and the other commands skip loading them.
     from convnet.data.batches import preview
     from convnet.data.images import display_name
     from convnet.data.sources import load_dataset
-    from convnet.errors import ConfigError
     from convnet.viz.grid import save_image_grid
 
     if args.count < 1:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from convnet.cli._common import model_args, parse_shape
+from convnet.errors import ConfigError
 
 HELP = "Print a model's layers with output shapes and parameter counts (Keras-style)."
 
@@ -18,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from convnet.errors import ConfigError
+    # Imported when the command runs: `convnet --help` and the other commands skip loading them.
     from convnet.models import create_model, list_models
     from convnet.models.summary import format_summary
 
