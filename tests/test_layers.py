@@ -1,4 +1,4 @@
-"""The package's imports point one way: cli -> engine -> viz / scratch -> models / data ->
+"""The package's imports point one way: cli -> serve -> engine -> viz / scratch -> models / data ->
 formats / files / spec -> errors.
 
 Every `import` in src/convnet (at any depth, inside functions too) is read with `ast`; an import
@@ -16,8 +16,9 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "convnet"
 
 # Layer of each top-level part of the package; a file may import its own part or a lower layer.
 LAYERS = {
-    "__main__": 6,
-    "cli": 5,
+    "__main__": 7,
+    "cli": 6,
+    "serve": 5,
     "engine": 4,
     "viz": 3, "scratch": 3,
     "models": 2, "data": 2,
