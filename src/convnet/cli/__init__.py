@@ -25,6 +25,8 @@ COMMANDS = {
     "explain": "explain",
     "features": "features",
     "cam": "cam",
+    "serve": "serve",
+    "export": "export",
 }
 
 

@@ -1,0 +1,65 @@
+"""`convnet serve MODEL...`: the web page and the HTTP API on one machine (see convnet.serve.app)."""
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+
+from convnet.errors import ConfigError
+
+HELP = "Serve trained models over HTTP: a web page that shows what the network sees, and a JSON API."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("models", nargs="+", metavar="MODEL", help="model.safetensors (or its run folder), or a .onnx file; each is loaded once")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on; 127.0.0.1 answers this machine only, 0.0.0.0 every network")
+    p.add_argument("--port", type=int, default=8000, help="TCP port; 0 picks a free one (the URL printed says which)")
+    p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body, all files together, in MB (larger: 413)")
+    p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest image, width x height, read from its header before decoding (larger: 413)")
+    p.add_argument("--batch-wait-ms", type=float, default=2.0, help="under load, how long a /predict batch waits for more requests before it runs")
+    p.add_argument("--max-batch", type=int, default=64, help="most images in one forward pass")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per forward pass; 0: half the cores (the rest parse requests and decode uploads)")
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so a taken port is one sentence and port 0 can be reported."""
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port must be between 0 and 65535, got {port}.")
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family)
+    except OSError as e:
+        raise ConfigError(f"Cannot listen on {host}:{port} ({e.strerror or e}); pass another --host or --port.") from None
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def run(args: argparse.Namespace) -> int:
+    # The serve extra is optional: fastapi and uvicorn are imported only when a server starts, so
+    # every other command works without them and this one says which extra to install.
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ModuleNotFoundError:
+        raise ConfigError("convnet serve needs the serve extra: pip install 'convnet[serve]'.") from None
+    import torch
+
+    from convnet.serve.app import create_app
+    from convnet.serve.config import ServeConfig
+    from convnet.serve.models import load_models
+
+    config = ServeConfig(max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels, batch_wait_ms=args.batch_wait_ms, max_batch=args.max_batch, threads=args.threads)
+    torch.set_num_threads(config.torch_threads)
+    models = load_models(args.models, config)  # a bad file stops here, before a port is taken
+    sock = _listen(args.host, args.port)
+    print(f"convnet serve: {_url(sock)} ({', '.join(m.name for m in models)}); Ctrl-C stops it", flush=True)
+    server = uvicorn.Server(uvicorn.Config(create_app(models, config), log_level="warning", timeout_graceful_shutdown=5))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    print("stopped", file=sys.stderr)
+    return 0

@@ -1,0 +1,114 @@
+"""What a client may upload, and how an upload becomes a Pillow image: limits first, then decoding.
+
+Every upload is someone else's file. The rules:
+- The request body is capped (`BodyLimit`, ASGI middleware): a declared Content-Length over the
+  cap is refused before a byte is read, and a body that grows past it while arriving (chunked)
+  is refused when it does. Either way the answer is 413 and nothing more is read.
+- The bytes are decoded from memory (`io.BytesIO`), never written to disk.
+- The type is judged by the content, never the name, and only the formats convnet reads are
+  tried (`FORMATS`), so Pillow never hands a file to an external program (EPS to Ghostscript).
+- The pixel count is read from the header and checked before any pixel is decoded
+  (decompression bombs: a few kB of PNG can claim 100,000 x 100,000 pixels).
+- Truncated or damaged data is a one-sentence 400, whatever the decoder raised.
+"""
+from __future__ import annotations
+
+import io
+import json
+
+from PIL import Image
+
+from convnet.errors import DataError
+
+# The formats `convnet train` reads (README: JPEG, PNG, BMP, GIF, WebP, TIFF), as Pillow names
+# their openers (JPEG's also opens MPO, the JPEG variant many cameras write).
+FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
+FORMAT_NAMES = "JPEG, PNG, BMP, GIF, WebP or TIFF"
+# How each of those formats begins: a file that starts like one but does not open is damaged, not foreign.
+SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"GIF87a", b"GIF89a", b"RIFF", b"II*\x00", b"MM\x00*")
+MB = 1_000_000
+
+
+class TooLargeError(DataError):
+    """An upload over one of the server's limits (HTTP 413)."""
+
+
+def decode_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
+    """The uploaded bytes as a fully decoded Pillow image.
+
+    Args:
+        name: the file name the client gave, used only in messages.
+    Raises:
+        TooLargeError: more than `max_pixels` pixels.
+        DataError: not an image in one of `FORMATS`, or truncated or damaged.
+    """
+    Image.init()  # registers every opener once: `formats` may only name registered ones, and WEBP and TIFF are not preloaded
+    try:
+        img = Image.open(io.BytesIO(data), formats=FORMATS)
+    except Image.DecompressionBombError:
+        raise TooLargeError(f"{name} claims more pixels than this server decodes; upload a smaller image.") from None
+    except Exception:  # whatever a decoder raises on hostile bytes, the file is not an image we can read
+        if data.startswith(SIGNATURES):
+            raise DataError(f"{name} starts like an image but is damaged or cut short; upload the whole file again.") from None
+        raise DataError(f"{name} is not an image (its content is none of {FORMAT_NAMES}); upload a picture in one of those formats.") from None
+    width, height = img.size
+    if width * height > max_pixels:
+        raise TooLargeError(f"{name} is {width}x{height} pixels, over this server's limit of {max_pixels:,} (--max-pixels); upload a smaller image.")
+    try:
+        img.load()
+    except Exception as e:  # truncated data, a broken chunk, a corrupt stream: all the same to the client
+        reason = " ".join(str(e).split()).rstrip(".") or type(e).__name__
+        raise DataError(f"{name} is damaged or cut short ({reason}); upload the whole file again.") from None
+    return img
+
+
+def _too_large_body(limit: int) -> bytes:
+    detail = f"The upload is larger than this server's limit of {limit / MB:g} MB (--max-upload-mb); send a smaller file or fewer files."
+    return json.dumps({"detail": detail}).encode()
+
+
+class BodyLimit:
+    """ASGI middleware: refuses (413) any request whose body is over `limit` bytes.
+
+    The body is read here, up to the limit, and replayed to the app: a request never reaches a
+    form parser with more than `limit` bytes, so the parser can keep every part in memory.
+    """
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(send)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return await self._refuse(send)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: wait for the disconnect, as the server would tell it
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send) -> None:
+        body = _too_large_body(self.limit)
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
