@@ -23,6 +23,13 @@ from tests.refusals.conftest import Outcome, no_hang
 GARBAGE = ("nan", "-1", "zzz", "", "3x3x3")  # not a number, negative, a word, empty, a shape where a scalar is due
 
 
+@pytest.fixture(autouse=True)
+def no_serving(monkeypatch):
+    """`serve` with arguments it accepts returns at once (exit 0, a failure for a garbage case) instead of serving forever."""
+    uvicorn = pytest.importorskip("uvicorn")
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)
+
+
 def run_cli(capsys, *argv) -> Outcome:
     """The CLI in this process under `no_hang`; argparse's SystemExit becomes the exit status."""
     capsys.readouterr()
@@ -66,6 +73,8 @@ def valid_arguments(command: str, files: dict[str, Path], tmp: Path) -> tuple[li
         "explain": ([], {}),
         "features": ([model, image], {"--out": [str(tmp / "features")]}),
         "cam": ([model, image], {"--out": [str(tmp / "cam")]}),
+        "serve": ([model], {"--host": ["127.0.0.1"], "--port": ["0"]}),  # port 0: any free one; `no_serving` stops it before it serves
+        "export": ([model], {"--format": ["triton"], "--out": [str(tmp / "triton")]}),  # triton: the format that reads every option
     }[command]
 
 
@@ -81,6 +90,8 @@ ACCEPTED = {
     ("summary", "--input"): (("nan", "-1", "zzz", "", "3x3", "0x8x8", "3x8x8x8", "3x1x1"), "3x3x3 is a shape"),
     ("explain", "--seed"): (("nan", "zzz", "", "3x3x3"), "any integer seeds its draw, -1 and 2**64 included"),
     ("explain", "--png"): (("", "@notes/below", "a\0b"), "any other name is a file to write"),
+    ("export", "--out"): (("@notes", "@notes/below", "a\0b"), "any other name is a repository folder to make"),
+    ("export", "--name"): (("", "-1", "a/b", "..", "a b"), "nan, zzz and 3x3x3 are names Triton allows"),
     ("summary", "--classes"): ((*GARBAGE, "0"), "0 classes is no model either"),
     ("show-data", "--split"): ((), "a flat image folder is one split: any split name shows all of it"),
     ("show-data", "--seed"): (("nan", "-1", "zzz", "", "3x3x3", str(2**64)), "any non-negative seed"),
