@@ -16,7 +16,11 @@ What makes it train fast, and how this file keeps it:
   output scale than the default, which airbench found trains faster.
 
 Unlike airbench the pooling is global (any input of at least `min_input_size` pixels works,
-224x224 too) and nothing is cast or moved to a device here: the training engine decides.
+224x224 and non-square too) and nothing is cast or moved to a device here: the training engine
+decides. There is no downsampling stem: the whitening and the first group run at full
+resolution, so the cost grows with the pixels (224x224 has 49x those of 32x32: 7.0 GMACs an
+image, about 4x ResNet-18's; tests count both). For large photos `resnet`, whose stem
+downsamples 4x, is the cheaper network.
 """
 from __future__ import annotations
 
@@ -121,8 +125,8 @@ def airnet(
             convention (0.6); torch's `momentum` is 1 minus this.
         scaling: constant the logits are multiplied by (1/9).
     """
-    if not widths:
-        raise ConfigError("airnet needs at least one conv group width; pass e.g. widths=(64, 256, 256).")
+    if not isinstance(widths, (list, tuple)) or not widths or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths):
+        raise ConfigError(f"airnet widths must be one or more positive channel counts, e.g. widths=(64, 256, 256), got {widths!r}.")
     smallest = min_input_size(whiten_width, len(widths))
     if min(input_size) < smallest:
         raise ConfigError(

@@ -1,4 +1,4 @@
-"""ResNets for small images: ResNet-9 (Myrtle.ai's DAWNBench network) and ResNet-18.
+"""ResNet-9 (Myrtle.ai's DAWNBench network) and ResNet-18, for CIFAR-sized images and photos alike.
 
 With base width w (64):
 
@@ -7,9 +7,21 @@ With base width w (64):
     resnet-18: stem conv w - 4 stages of 2 basic blocks (w, 2w, 4w, 8w; strides 1, 2, 2, 2)
                - global average pool - linear
 
-Every conv is followed by BatchNorm and ReLU. The stem is a 3x3 conv for small images, as
-CIFAR ResNets use, or ImageNet's 7x7 stride-2 conv and 3x3 stride-2 max pool (4x less
-resolution) from 128 pixels up; `stem` picks one explicitly.
+Every conv is followed by BatchNorm and ReLU. The stem depends on the image size:
+
+- below 96 pixels (the shorter side), CIFAR ResNets' 3x3 conv at full resolution (kuangliu/
+  pytorch-cifar, Myrtle.ai): a 32x32 image reaches the first stage at 32x32;
+- from 96 pixels up, the ImageNet ResNets' stem (He et al. 2016, "Deep Residual Learning for
+  Image Recognition", Table 1; torchvision's `resnet.py`): 7x7 stride-2 conv - BN - ReLU -
+  3x3 stride-2 max pool, 4x less resolution before the first stage. So a 224x224 image costs
+  what torchvision's ResNet-18 costs (1.81 GMACs, its documented "GFLOPS"; tests check the
+  count) instead of 27 GMACs at full resolution, and the stages see 56x56 as on ImageNet. At 96
+  pixels the first stage still gets 24x24, close to CIFAR's 32x32, which is why 96 is the switch.
+  A single 3x3 stride-2 conv would be cheaper in the stem but halves the resolution only once,
+  so the stages would cost about 4x more (some 7 GMACs at 224x224); the 7x7 stem also keeps
+  the weights' shapes torchvision's, so its published parameter and cost figures check this file.
+
+`stem` picks one explicitly.
 """
 from __future__ import annotations
 
@@ -20,7 +32,7 @@ from convnet.errors import ConfigError
 from convnet.models.layers import GlobalPoolHead
 from convnet.models.registry import register_model
 
-IMAGENET_STEM_FROM = 128  # smallest image side for which stem="auto" picks the ImageNet stem
+IMAGENET_STEM_FROM = 96  # pixels: the smallest image side for which stem="auto" picks the ImageNet stem
 
 
 def conv_bn(in_channels: int, out_channels: int, kernel: int = 3, stride: int = 1) -> nn.Sequential:
@@ -118,7 +130,7 @@ def resnet(
         depth: 9 or 18.
         width: channels after the stem; the stages use width, 2, 4 and 8 times it.
         stem: "cifar" (3x3 conv, full resolution), "imagenet" (7x7 stride-2 conv and max pool)
-            or "auto": "imagenet" when the smaller image side is at least 128, else "cifar".
+            or "auto": "imagenet" when the shorter image side is at least IMAGENET_STEM_FROM (96), else "cifar".
     """
     if depth not in (9, 18):
         raise ConfigError(f"resnet depth must be 9 or 18, got {depth}; pass depth=9 or depth=18.")
