@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 
@@ -29,7 +30,9 @@ def _listen(host: str, port: int) -> socket.socket:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         return socket.create_server((host, port), family=family)
     except OSError as e:
-        raise ConfigError(f"Cannot listen on {host}:{port} ({e.strerror or e}); pass another --host or --port.") from None
+        # os.strerror: create_server's own message repeats the address; a failed name lookup (negative errno) says its own.
+        reason = os.strerror(e.errno) if e.errno and e.errno > 0 else e.strerror or str(e)
+        raise ConfigError(f"Cannot listen on {host}:{port} ({reason}); pass another --host or --port.") from None
 
 
 def _url(sock: socket.socket) -> str:
