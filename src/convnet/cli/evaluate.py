@@ -11,7 +11,7 @@ HELP = "Score a trained model on a labelled split: accuracy, per-class precision
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="model.safetensors written by `convnet train` (or its run folder)")
+    p.add_argument("checkpoint", help="model.safetensors written by `convnet train` (or its run folder), or an .onnx file from `convnet export`")
     add_data_argument(p, "; default: the data the run was trained on. An image folder of class subfolders is evaluated whole.")
     p.add_argument("--split", default="test", choices=("test", "val", "train"), help="which split; val is the run's own validation split")
     p.add_argument("--tta", type=int, default=0, choices=(0, 1, 2), help="test-time augmentation level (1: flip, 2: flip and 1-pixel shifts)")
@@ -21,12 +21,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported when the command runs: `convnet --help` and the other commands skip loading them.
-    from convnet.engine.checkpoint import load_checkpoint
     from convnet.engine.evaluate import evaluate, format_report, write_figures
     from convnet.engine.inference import resolve_device
+    from convnet.engine.loading import load_classifier
     from convnet.engine.splits import evaluation_split
 
-    clf = load_checkpoint(args.checkpoint, device=resolve_device("auto"))
+    clf = load_classifier(args.checkpoint, device=resolve_device("auto"))
     ds = evaluation_split(args.checkpoint, clf.info, args.data, args.split)
     ev = evaluate(clf, ds, tta=args.tta)
     model_path = Path(args.checkpoint)

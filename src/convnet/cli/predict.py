@@ -11,7 +11,7 @@ HELP = "Classify image files or folders with a trained model; prints the top-k c
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="model.safetensors written by `convnet train` (or its run folder)")
+    p.add_argument("checkpoint", help="model.safetensors written by `convnet train` (or its run folder), or an .onnx file from `convnet export`")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files, or folders searched for images")
     p.add_argument("--top-k", type=int, default=3, help="how many classes to show per image")
     p.add_argument("--tta", type=int, default=0, choices=(0, 1, 2), help="test-time augmentation level")
@@ -21,12 +21,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # Imported when the command runs: `convnet --help` and the other commands skip loading them.
     from convnet.data.images import display_name
-    from convnet.engine.checkpoint import load_checkpoint
+    from convnet.engine.loading import load_classifier
     from convnet.engine.predict import predict_files
 
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {args.top_k}.")
-    clf = load_checkpoint(args.checkpoint)
+    clf = load_classifier(args.checkpoint)
     failed = answered = 0
     for r in predict_files(clf, args.images, top_k=args.top_k, tta=args.tta):
         answered += 1
