@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 
 from convnet.cli._common import add_data_argument, image_size, model_args
 from convnet.engine import config as cfg
@@ -53,6 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-batch-size", type=int)
     p.add_argument("--tta", type=int, choices=cfg.TTA_LEVELS, help="test-time augmentation for the final validation score")
     p.add_argument("--engine", choices=cfg.ENGINE_NAMES, help="scratch: the NumPy reference engine (tutorial and --arch models)")
+    p.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="under torchrun: BatchNorm statistics over the global batch (all processes), not each process's slice")
+    p.add_argument("--dist-backend", choices=cfg.DIST_BACKENDS, help="under torchrun: gloo (CPUs), nccl (CUDA GPUs), auto picks")
     p.add_argument("--seed", type=int)
     p.add_argument("--runs-dir", help="where run folders go (default runs/)")
     p.add_argument("--name", help="run folder name (default <model>-<date>-<time>)")
@@ -94,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
         result = resume(args.resume, progress=not args.quiet)
     else:
         result = train(config_from_args(args), progress=not args.quiet)
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun, rank 0 reports for the run
     m = result.metrics
     val = f", validation accuracy {m['val_acc']:.4f}" if m.get("val_acc") is not None else ""
     tta = f" ({m['val_acc_tta']:.4f} with TTA)" if "val_acc_tta" in m else ""

@@ -23,6 +23,7 @@ SCHEDULES = ("constant", "linear")
 PRECISIONS = ("auto", "bf16", "fp32")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 ENGINE_NAMES = ("torch", "scratch")  # engine.train.ENGINES maps each to its trainer
+DIST_BACKENDS = ("auto", "gloo", "nccl")  # auto: NCCL for CUDA, gloo on CPUs (engine.distributed)
 TTA_LEVELS = tuple(TTA_WEIGHTS)
 CHANNELS = (1, 3)
 MAX_IMAGE_SIDE = 4096  # pixels; larger images would not fit a batch in memory anyway
@@ -66,6 +67,8 @@ class TrainConfig:
     eval_batch_size: int = 1024
     tta: int = 0  # test-time augmentation level for the final validation (see engine.tta)
     engine: str = "torch"  # torch | scratch (the NumPy reference engine, tutorial and spec models)
+    sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch, not each process's slice
+    dist_backend: str = "auto"  # under torchrun: auto | gloo | nccl
     seed: int = 0
     recipe: str = "tutorial"  # the preset this config started from (see engine.recipes)
     # output
@@ -230,6 +233,8 @@ _CHECKS = {
     "eval_batch_size": _int_at_least(1, 1_000_000),
     "tta": _one_of(TTA_LEVELS),
     "engine": _one_of(ENGINE_NAMES),
+    "sync_bn": _boolean,
+    "dist_backend": _one_of(DIST_BACKENDS),
     "seed": _int_at_least(0, 2**32 - 1),
     "recipe": _text,
     "runs_dir": _text,

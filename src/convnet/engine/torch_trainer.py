@@ -13,6 +13,7 @@ import time
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from convnet.data.augment import augment_batch
 from convnet.data.batches import InMemoryBatches
@@ -20,6 +21,7 @@ from convnet.data.normalize import normalize
 from convnet.engine.allocator import keep_freed_memory
 from convnet.engine.checkpoint import build_model, save_model
 from convnet.engine.config import TrainConfig
+from convnet.engine.distributed import SINGLE, Group, device_of, scaled_loss, shard, sum_over_ranks, use_global_batchnorm
 from convnet.engine.ema import WeightAverage
 from convnet.engine.inference import autocast, autocast_dtype, batched_logits, resolve_device
 from convnet.engine.loop import EpochLoop, TrainData, TrainingDiverged, epoch_seed, model_info
@@ -34,9 +36,10 @@ INIT_SAMPLE = 5000  # training images a data-dependent initialisation sees (airn
 class TorchTrainer(EpochLoop):
     """The torch engine."""
 
-    def __init__(self, config: TrainConfig, data: TrainData, run: RunFolder, progress: bool):
-        super().__init__(config, data, run, progress)
-        self.device = resolve_device(config.device)
+    def __init__(self, config: TrainConfig, data: TrainData, run: RunFolder, progress: bool, group: Group = SINGLE):
+        super().__init__(config, data, run, progress and group.main)
+        self.group = group  # one process, or this process's rank in a torchrun launch (engine.distributed)
+        self.device = device_of(group, resolve_device(config.device))
         keep_freed_memory()
         self.amp = autocast_dtype(config.precision, self.device)
         self.source = InMemoryBatches(data.train, config.batch_size, self.device)
@@ -54,7 +57,17 @@ class TorchTrainer(EpochLoop):
         self.lr_factor = lambda step: lr_factor(step, total, warmup, config.schedule)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factor)
         self.ema = WeightAverage(self.model, config.ema) if config.ema else None
-        self.forward = torch.compile(self.model) if config.compile else self.model
+        self.forward = self._wrapped(config)
+
+    def _wrapped(self, config: TrainConfig) -> nn.Module:
+        """What the training step calls: the model, under DDP on several processes, compiled if asked."""
+        forward = self.model
+        if self.group.active:
+            if config.sync_bn:
+                use_global_batchnorm(self.model)
+            cuda = self.device.type == "cuda"
+            forward = DistributedDataParallel(self.model, device_ids=[self.device.index] if cuda else None)
+        return torch.compile(forward) if config.compile else forward
 
     def restore(self, state: dict) -> None:
         """Continue from a saved state (see `save`).
@@ -107,51 +120,85 @@ class TorchTrainer(EpochLoop):
         seen, start = 0, time.perf_counter()
         bar = self.progress_bar(epoch)
         for step, (idx, images, y) in enumerate(self.source.batches(epoch, gen)):
+            # Every rank augments the whole global batch (the same draws as one process), then
+            # trains on its own slice of it.
             x = normalize(augment_batch(images, cfg.augment, gen, epoch, idx), self.data.mean, self.data.std)
+            n, weight = len(y), 1.0
+            if self.group.active:
+                part = shard(self.group, n)
+                if part.start == part.stop:  # a last batch smaller than the number of ranks: this rank
+                    part, weight = slice(0, 1), 0.0  # still steps with DDP, on one image that counts for nothing
+                x, y = x[part], y[part]
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast(self.device, self.amp):
                 logits = self.forward(x).float()
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            if self.group.active:
+                loss = scaled_loss(self.group, logits, y, n, cfg.label_smoothing) * weight
+                loss_sum += loss.detach() * (n / self.group.world)  # this rank's sum of per-image losses
+            else:
+                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+                loss_sum += loss.detach() * n
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             self.scheduler.step()
             if self.ema is not None:
                 self.ema.update(self.model)
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.argmax(1) == y).sum()
-            seen += len(y)
+            correct += (logits.argmax(1) == y).sum() * int(weight)
+            seen += n
             if step % self.report_every == 0 or seen == len(self.source):
-                mean_loss = loss_sum.item() / seen  # a device sync: only every few steps
+                total_loss, total_correct = self._summed(loss_sum, correct)  # a device sync: only every few steps
+                mean_loss = total_loss / seen
                 if not math.isfinite(mean_loss):
                     raise TrainingDiverged(
                         f"The loss became {mean_loss} in epoch {epoch + 1}; the last good checkpoint "
                         f"(epoch {epoch}) is kept in {self.run.path}; lower --lr and start again."
                     )
-                bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{correct.item() / seen:.3f}", refresh=False)
-            bar.update(len(y))
+                bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{total_correct / seen:.3f}", refresh=False)
+            bar.update(n)
         bar.close()
-        return loss_sum.item() / seen, correct.item() / seen, time.perf_counter() - start
+        total_loss, total_correct = self._summed(loss_sum, correct)
+        return total_loss / seen, total_correct / seen, time.perf_counter() - start
+
+    def _summed(self, loss_sum: torch.Tensor, correct: torch.Tensor) -> tuple[float, float]:
+        """(sum of losses, number correct) over every rank's images so far."""
+        if not self.group.active:
+            return loss_sum.item(), correct.item()
+        total = sum_over_ranks(self.group, torch.stack([loss_sum.double(), correct.double()]))
+        return total[0].item(), total[1].item()
 
     def validate(self, tta: int = 0) -> tuple[float, float] | tuple[None, None]:
         if self.data.val is None:
             return None, None
-        logits = batched_logits(self.eval_model, self.data.val.images, self.data.mean, self.data.std, self.config.eval_batch_size, self.amp, tta, self.config.channels_last)
-        labels = self.data.val.labels
+        images, labels = self.data.val.images, self.data.val.labels
+        if self.group.active:  # each rank scores its slice of the split; the sums are added up
+            part = shard(self.group, len(labels))
+            logits = self._logits(images[part], tta)
+            local = torch.stack([F.cross_entropy(logits, labels[part], reduction="sum").double(), (logits.argmax(1) == labels[part]).sum().double()])
+            loss_sum, hits = sum_over_ranks(self.group, local).tolist()
+            return loss_sum / len(labels), hits / len(labels)
+        logits = self._logits(images, tta)
         return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
+
+    def _logits(self, images: torch.Tensor, tta: int) -> torch.Tensor:
+        return batched_logits(self.eval_model, images, self.data.mean, self.data.std, self.config.eval_batch_size, self.amp, tta, self.config.channels_last)
 
     @property
     def lr(self) -> float:
         return self.scheduler.get_last_lr()[0]
 
     def save_model(self, metrics: dict) -> None:
-        save_model(self.run.model_path, self.eval_model, model_info(self.config, self.data, metrics))
+        if self.group.main:  # one writer per run folder
+            save_model(self.run.model_path, self.eval_model, model_info(self.config, self.data, metrics))
 
     def save(self, epoch: int) -> None:
-        # The model file first: a kill between the two writes leaves the state one epoch behind,
-        # and resuming from it redoes that epoch identically.
+        if not self.group.main:
+            return
+        # The resume state last: a kill before it leaves the state one epoch behind the model file
+        # and history.csv, and resuming from it redoes that epoch identically (and rewrites both).
         self.save_model(self.history[-1])
+        self.run.write_history(self.history)
         self.run.save_state({
             "epoch": epoch + 1,
             "model": self.model.state_dict(),
@@ -159,4 +206,3 @@ class TorchTrainer(EpochLoop):
             "ema": self.ema.model.state_dict() if self.ema is not None else None,
             "history": self.history,
         })
-        self.run.write_history(self.history)

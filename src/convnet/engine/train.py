@@ -8,13 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from convnet.data.batches import preview
+from convnet.engine import distributed
 from convnet.engine.config import TrainConfig
-from convnet.engine.loop import EpochLoop, RunResult, TrainingDiverged
+from convnet.engine.loop import EpochLoop, RunResult, TrainData, TrainingDiverged
 from convnet.engine.prepare import prepare_data
 from convnet.engine.run_folder import RunFolder
 from convnet.engine.scratch_fit import ScratchTrainer
 from convnet.engine.torch_trainer import TorchTrainer
-from convnet.errors import ConvnetError
+from convnet.errors import ConfigError, ConvnetError
 from convnet.viz.grid import save_image_grid
 from convnet.viz.plots import plot_curves
 
@@ -25,38 +26,78 @@ SAMPLES = 25  # images in samples.png
 
 
 def train(config: TrainConfig, progress: bool = True) -> RunResult:
-    """Train a model as `config` says and write its run folder (see engine.run_folder)."""
-    run = RunFolder.create(config)  # first: a taken name or a bad --runs-dir stops before any work
+    """Train a model as `config` says and write its run folder (see engine.run_folder).
+
+    Under torchrun, every process calls this; they train one model together and rank 0 writes
+    the run folder (engine.distributed).
+    """
+    group = distributed.join(config)  # first: a launch that cannot work stops before any work
     try:
-        trainer = ENGINES[config.engine](config, prepare_data(config), run, progress)
-        _write_samples(trainer, run)
-    except BaseException:
-        run.discard()  # nothing trained (unreadable data, a setting the model refuses, Ctrl-C): leave no half-made folder
-        raise
-    return _fit(trainer, run)
+        run = _create_run(config, group)  # next: a taken name or a bad --runs-dir stops every rank
+        try:
+            trainer = _engine(config, prepare_data(config), run, progress, group)
+            if group.main:
+                _write_samples(trainer, run)
+        except BaseException:
+            if group.main:
+                run.discard()  # nothing trained (unreadable data, a setting the model refuses, Ctrl-C): no half-made folder
+            raise
+        return _fit(trainer, run, group)
+    finally:
+        distributed.leave(group)
 
 
 def resume(run_dir: str | Path, progress: bool = True) -> RunResult:
-    """Continue a run after Ctrl-C or a kill; it ends as the uninterrupted run would have."""
+    """Continue a run after Ctrl-C or a kill; it ends as the uninterrupted run would have.
+
+    Under torchrun, with any number of processes: the state holds the unwrapped model.
+    """
     run = RunFolder.open(run_dir)
     config = run.read_config()
     if config.engine != "torch":
         raise ConvnetError("Runs of the scratch engine cannot be resumed; start the run again (it is a small-data engine).")
-    trainer = TorchTrainer(config, prepare_data(config), run, progress)
-    state = run.load_state()
-    if state is not None:
-        trainer.restore(state)
-    if trainer.start_epoch >= config.epochs:
-        raise ConvnetError(f"{run.path} already finished its {config.epochs} epochs; nothing to resume.")
-    if not run.samples_path.is_file():  # killed before train() got to write it
-        _write_samples(trainer, run)
-    trainer.say(f"resuming {run.path} after epoch {trainer.start_epoch}")
-    return _fit(trainer, run)
+    group = distributed.join(config)
+    try:
+        trainer = TorchTrainer(config, prepare_data(config), run, progress, group)
+        state = run.load_state()
+        if state is not None:
+            trainer.restore(state)
+        if trainer.start_epoch >= config.epochs:
+            raise ConvnetError(f"{run.path} already finished its {config.epochs} epochs; nothing to resume.")
+        if group.main and not run.samples_path.is_file():  # killed before train() got to write it
+            _write_samples(trainer, run)
+        trainer.say(f"resuming {run.path} after epoch {trainer.start_epoch}")
+        return _fit(trainer, run, group)
+    finally:
+        distributed.leave(group)
 
 
-def _fit(trainer: EpochLoop, run: RunFolder) -> RunResult:
+def _engine(config: TrainConfig, data: TrainData, run: RunFolder, progress: bool, group: distributed.Group) -> EpochLoop:
+    if group.active:
+        return TorchTrainer(config, data, run, progress, group)  # distributed.join refused other engines
+    return ENGINES[config.engine](config, data, run, progress)
+
+
+def _create_run(config: TrainConfig, group: distributed.Group) -> RunFolder:
+    """Rank 0 makes the run folder; every rank learns its path, or that it could not be made."""
+    if not group.active:
+        return RunFolder.create(config)
+    run, failure = None, None
+    if group.main:
+        try:
+            run = RunFolder.create(config)
+        except ConvnetError as e:
+            failure = e
+    if not distributed.all_agree(group, failure is None):
+        raise failure or ConfigError("Rank 0 could not make the run folder (its error says why); no rank trained.")
+    path = distributed.broadcast_text(group, str(run.path) if run else "")
+    return run or RunFolder(Path(path))
+
+
+def _fit(trainer: EpochLoop, run: RunFolder, group: distributed.Group) -> RunResult:
     metrics = trainer.fit()
-    plot_curves(trainer.history, run.curves_path)
+    if group.main:
+        plot_curves(trainer.history, run.curves_path)
     return RunResult(run.path, list(trainer.history), metrics)
 
 
