@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from convnet.engine.config import MAX_NAME_LENGTH, TrainConfig
 from convnet.engine.run_folder import RunFolder
+from convnet.errors import ConfigError
 from tests.helpers import write_colour_folder
 from tests.refusals.conftest import assert_one_sentence
 from tests.refusals.test_cli_garbage import run_cli
@@ -162,14 +163,29 @@ def test_two_runs_started_together_with_one_name_one_wins(here, tiny_data):
     assert load_file(run / "model.safetensors")
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: RunFolder._claim takes over an existing empty folder by rmdir + mkdir, so a run that "
-                   "arrives between a racing winner's mkdir and its config.json write takes the winner's folder")
 def test_a_folder_just_claimed_by_another_run_is_not_taken_over(tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()
-    RunFolder._claim(runs / "same")  # the winner's mkdir; its config.json is the next thing it writes
-    with pytest.raises(Exception, match="already exists"):
+    RunFolder._claim(runs / "same")  # the winner's claim; its config.json's content is the next thing it writes
+    with pytest.raises(ConfigError, match="already exists"):
         RunFolder.create(TrainConfig(runs_dir=str(runs), name="same"))
+
+
+def test_a_folder_made_by_another_run_before_its_claim_goes_to_one_of_them(tmp_path):
+    runs = tmp_path / "runs"
+    (runs / "same").mkdir(parents=True)  # the other run's mkdir, its config.json not yet created
+    run = RunFolder.create(TrainConfig(runs_dir=str(runs), name="same"))  # this one creates config.json first: it wins
+    with pytest.raises(ConfigError, match="already exists"):
+        RunFolder._claim(runs / "same")  # the other run's config.json, second
+    assert TrainConfig.from_dict(json.loads(run.config_path.read_text())).name == "same"
+
+
+def test_discard_keeps_an_empty_folder_the_run_found(tmp_path):
+    runs = tmp_path / "runs"
+    (runs / "found").mkdir(parents=True)
+    RunFolder.create(TrainConfig(runs_dir=str(runs), name="found")).discard()
+    RunFolder.create(TrainConfig(runs_dir=str(runs), name="made")).discard()
+    assert [p.name for p in runs.iterdir()] == ["found"] and not any((runs / "found").iterdir())
 
 
 # --- runs that fail their checks before training ------------------------------------------------

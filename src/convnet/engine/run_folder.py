@@ -11,14 +11,16 @@
       samples.png        25 training images (a seeded shuffle) with their classes
 
 Every file is written through a temporary file and a rename, so a kill at any moment leaves
-the previous epoch's files whole. The folder itself is made with one mkdir: of two runs started
-with the same name at once, one gets it and the other stops before writing anything.
+the previous epoch's files whole. A run takes its folder by creating config.json with O_EXCL:
+of two runs started with the same name at once, one gets it and the other stops before writing
+anything.
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
+import os
 from datetime import datetime
 from pathlib import Path
 
@@ -44,6 +46,8 @@ class RunFolder:
     curves_path = property(lambda self: self.path / "curves.png")
     samples_path = property(lambda self: self.path / "samples.png")
 
+    made_folder = False  # whether `create` made the folder (not found it empty): `discard` removes only what it made
+
     @classmethod
     def create(cls, config: TrainConfig) -> RunFolder:
         """Make the run's folder (it must not exist, or be empty) and write config.json."""
@@ -55,39 +59,52 @@ class RunFolder:
             runs.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise ConfigError(f"Cannot make the runs folder {runs} ({e.strerror or e}); pick another --runs-dir.") from None
-        path = runs / name
-        cls._claim(path)
-        run = cls(path)
+        run = cls(runs / name)
+        run.made_folder = cls._claim(run.path)
         text = json.dumps(config.to_dict(), indent=2)
-        atomic_write(run.config_path, lambda tmp: Path(tmp).write_text(text + "\n"))
+        try:
+            atomic_write(run.config_path, lambda tmp: Path(tmp).write_text(text + "\n"))  # replaces the claim's empty file
+        except BaseException:
+            run.discard()
+            raise
         return run
 
     @staticmethod
-    def _claim(path: Path) -> None:
-        """mkdir, which only one process can win; an empty folder left by the user is taken over."""
+    def _claim(path: Path) -> bool:
+        """Take `path` for a new run: make it (or find it empty) and create its config.json, empty.
+
+        Creating config.json with O_EXCL is the step only one process can win, whoever made the
+        folder: a run that arrives between another's mkdir and its config.json finds the file
+        there, or loses the race to create it, and stops; it never writes into the other's folder.
+
+        Returns:
+            Whether this call made the folder (rather than finding an empty one left by the user).
+        """
         taken = ConfigError(f"The run folder {path} already exists; pick another --name, or continue it with --resume {path}.")
+        made = True
         try:
             path.mkdir()
-            return
         except FileExistsError:
             if not path.is_dir() or path.is_symlink() or any(path.iterdir()):
                 raise taken from None
+            made = False
         except OSError as e:
             raise ConfigError(f"Cannot make the run folder {path} ({e.strerror or e}); pick another --name or --runs-dir.") from None
-        try:  # an empty folder: remove it and race for it like a new one
-            path.rmdir()
-        except OSError:
-            pass
         try:
-            path.mkdir()
-        except OSError:
+            os.close(os.open(path / "config.json", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
             raise taken from None
+        except OSError as e:
+            if made:
+                path.rmdir()
+            raise ConfigError(f"Cannot write in the run folder {path} ({e.strerror or e}); pick another --name or --runs-dir.") from None
+        return made
 
     def discard(self) -> None:
-        """Remove a folder that `create` made for a run that could not start (nothing trained)."""
+        """Remove what `create` wrote for a run that could not start (nothing trained), and the folder if it made it."""
         for written in (self.config_path, self.samples_path):
             written.unlink(missing_ok=True)
-        if self.path.is_dir() and not any(self.path.iterdir()):
+        if self.made_folder and self.path.is_dir() and not any(self.path.iterdir()):
             self.path.rmdir()
 
     @classmethod
@@ -109,6 +126,22 @@ class RunFolder:
             return TrainConfig.from_dict(d)
         except ConvnetError as e:
             raise ConfigError(f"{self.config_path}: {e}") from None
+
+    @staticmethod
+    def check_history(rows) -> None:
+        """Rows as `write_history` takes them: exactly HISTORY_FIELDS, each a number or None (a resume state's history may be edited or crafted).
+
+        Raises:
+            ValueError: the first row that is not.
+        """
+        if not isinstance(rows, list):
+            raise ValueError(f"its history is not a list of rows ({type(rows).__name__})")
+        for i, row in enumerate(rows, 1):
+            if not isinstance(row, dict) or set(row) != set(HISTORY_FIELDS):
+                raise ValueError(f"its history row {i} does not have exactly the columns {', '.join(HISTORY_FIELDS)}")
+            for key, value in row.items():
+                if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                    raise ValueError(f"its history row {i} has a {key} that is not a number ({type(value).__name__})")
 
     def write_history(self, history: list[dict]) -> None:
         buf = io.StringIO()
