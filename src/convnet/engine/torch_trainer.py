@@ -8,6 +8,7 @@ run did. The hot loop runs no per-image Python: batches arrive whole from the so
 from __future__ import annotations
 
 import math
+import reprlib
 import time
 
 import torch
@@ -28,6 +29,7 @@ from convnet.engine.loop import EpochLoop, TrainData, TrainingDiverged, epoch_se
 from convnet.engine.optim import build_optimizer
 from convnet.engine.run_folder import RunFolder
 from convnet.engine.schedule import lr_factor
+from convnet.engine.state_file import check_optimizer, check_tensors
 from convnet.errors import CheckpointError
 
 INIT_SAMPLE = 5000  # training images a data-dependent initialisation sees (airnet's whitening)
@@ -78,14 +80,22 @@ class TorchTrainer(EpochLoop):
         try:
             self._restore(state)
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
-            raise CheckpointError(
-                f"{self.run.path}'s resume state does not fit the run in its config.json ({type(e).__name__}: {str(e)[:200]}); start a new run."
-            ) from None
+            # The checks in _restore name what is wrong in a few words; anything else is named by its
+            # type, torch's own (multi-line) text flattened onto the one line.
+            reason = str(e) if type(e) is ValueError else f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+            raise CheckpointError(f"{self.run.path}'s resume state does not fit the run in its config.json ({reason}); start a new run.") from None
 
     def _restore(self, state: dict) -> None:
+        # Everything is checked against the live model and optimizer before anything is loaded:
+        # what passes loads and steps like a state this version wrote.
         epoch, history = state["epoch"], state["history"]
+        self.run.check_history(history)
         if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch <= self.config.epochs or len(history) != epoch:
-            raise ValueError(f"epoch {epoch!r} with {len(history)} history rows")
+            raise ValueError(f"epoch {reprlib.repr(epoch)} with {len(history)} history rows")
+        check_tensors("model", state["model"], self.model.state_dict())
+        check_optimizer(state["optimizer"], self.optimizer)
+        if self.ema is not None:
+            check_tensors("EMA weights", state["ema"], self.ema.model.state_dict())
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         # The state file keeps tensors contiguous; momentum buffers go back to their parameter's
