@@ -28,15 +28,6 @@ from tests.helpers import write_colour_folder
 from tests.refusals.conftest import assert_one_sentence
 
 NAN, INF = math.nan, math.inf
-@dataclasses.dataclass(frozen=True)
-class Bug:
-    """A bad value convnet accepts today: the case is a strict xfail until src refuses it."""
-
-    value: object
-    reason: str
-
-
-ONE_OF = "src bug: _one_of tests `v not in choices`, so a float equal to an allowed whole number (1.0 for 1) passes the check"
 
 # field -> values TrainConfig must refuse. JSON-representable (NaN and Infinity included), so the
 # same table is written into config.json; lists stand for tuples as JSON has them.
@@ -45,8 +36,11 @@ BAD_VALUES: dict[str, list] = {
     "val_split": [NAN, INF, -0.1, 1.0, "0.1", True],
     "limit": [0, -1, 1.5, "10", True],
     "image_size": [[0, 8], [8], [8, 8, 8], [5000, 8], "32", [8.0, 8], [True, 8]],
-    "channels": [2, 0, "3", True, Bug(3.0, ONE_OF)],
+    "channels": [2, 0, "3", True, 3.0],
     "normalize": ["zz", "", None, 1],
+    "stream": [0, 1, "true", None],
+    "memory_budget_mb": [0, -1, 1.5, "100", True, NAN],
+    "loader_workers": [-1, 257, 1.5, "2", True, None],
     "model": ["nope", "", None, 3],
     "model_args": ["arch", [1], {"a b": 1}, {"1x": 1}, {"x": NAN}, {"x": {"y": 1}}],
     "epochs": [0, -1, 1.5, "2", True, 100_001, NAN],
@@ -69,7 +63,7 @@ BAD_VALUES: dict[str, list] = {
     "compile": [0, "false", None],
     "device": ["gpu", "cuda:0", "", None],
     "eval_batch_size": [0, -1, 1.5, True],
-    "tta": [3, -1, "1", True, None, Bug(1.0, ONE_OF)],
+    "tta": [3, -1, "1", True, None, 1.0],
     "engine": ["numpy", "", None],
     "seed": [-1, 2**32, 1.5, "0", True, None],
     "recipe": ["", 5, None],
@@ -84,14 +78,12 @@ BAD_AUGMENT = {"flip": ["sideways", "", None, 1], "translate": [-1, 1.5, "2", Tr
 
 
 def table(bad: dict[str, list]) -> list:
-    """One pytest.param per (field, value), each id `field=value`; a Bug is a strict xfail."""
+    """One pytest.param per (field, value), each id `field=value`."""
     found = []
     for field, values in bad.items():
         for value in values:
-            marks = [pytest.mark.xfail(strict=True, reason=value.reason)] if isinstance(value, Bug) else []
-            value = value.value if isinstance(value, Bug) else value
             text = repr(value)
-            found.append(pytest.param(field, value, marks=marks, id=f"{field}={text if len(text) <= 24 else text[:21] + '...'}"))
+            found.append(pytest.param(field, value, id=f"{field}={text if len(text) <= 24 else text[:21] + '...'}"))
     return found
 
 
@@ -232,11 +224,13 @@ def test_a_damaged_config_json_is_one_sentence(case, reader, run, convnet):
     assert_config_refused(run, reader, convnet, fragment)
 
 
-TUPLE_ARGS = "src bug: recipe best has model_args widths=(128, 384, 384), a tuple, which config.json gives back as a list: the run's config is not the recipe's"
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.xfail(strict=True, reason=TUPLE_ARGS)] if n == "best" else []) for n in RECIPES])
+@pytest.mark.parametrize("name", list(RECIPES))
 def test_every_recipe_round_trips_through_json(name):
     config = RECIPES[name]
     again = TrainConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert again == config
+
+
+def test_a_tuple_model_argument_round_trips_through_json():
+    config = TrainConfig(model="airnet", model_args={"widths": (8, 16), "nested": [(1, 2)]})  # JSON has lists only
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config

@@ -25,6 +25,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=image_size, help="resize images to S or HxW (default: the data's own size)")
     p.add_argument("--channels", type=int, choices=cfg.CHANNELS, help="1 (grayscale) or 3 (RGB) (default: the data's own)")
     p.add_argument("--normalize", choices=cfg.NORMALIZATIONS, help="unit: pixels/255 as in the tutorial; standard: per-channel mean/std")
+    p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
+                   help="read an image folder's batches from disk, decoded once into a cache file, instead of holding it in memory")
+    p.add_argument("--memory-budget-mb", type=int, help="MB of decoded images held in memory; larger folders stream (default: half the available RAM)")
+    p.add_argument("--loader-workers", type=int, help="processes reading a streamed folder's batches ahead of training (default 2; 0: none)")
     p.add_argument("--model", help="a registered model (see `convnet summary --list`)")
     p.add_argument("--arch", help="build a sequential CNN from a spec, e.g. c32-p-c64-p-c64-f-d64 (sets --model spec)")
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="an argument of the model, e.g. width=32 (repeatable)")

@@ -16,6 +16,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,56 @@ def folder_splits(root: Path) -> tuple[str, ...]:
     return (WHOLE,)
 
 
+@dataclass(frozen=True)
+class FolderSplit:
+    """One split of an image folder as scanned, before anything is decoded."""
+
+    root: Path  # resolved
+    split: str  # the split scanned: "all" for a folder without train/val/test
+    files: list[str]  # image files relative to root, sorted by class and then by name
+    labels: np.ndarray  # (len(files),) int64, indexes into classes
+    classes: tuple[str, ...]  # the whole folder's classes: every split agrees
+    others: list[str]  # image-named entries that are not regular files (never opened)
+    image_size: tuple[int, int]  # (H, W) every image is decoded to
+    channels: int  # 1 or 3
+
+    @property
+    def decoded_bytes(self) -> int:
+        """What the split takes decoded, as one uint8 (N, C, H, W) tensor."""
+        return len(self.files) * self.channels * self.image_size[0] * self.image_size[1]
+
+
+def scan_folder(
+    root: str | Path,
+    split: str = WHOLE,
+    image_size: tuple[int, int] | None = None,
+    channels: int | None = None,
+) -> FolderSplit:
+    """List one split of an image folder and settle the size and channels it decodes to.
+
+    Args: as `load_image_folder`.
+    Raises:
+        DataError: no images, one class only, or no readable image to take the format from.
+    """
+    root = Path(root).resolve()
+    tree, others = _scan(root)
+    split = WHOLE if WHOLE in tree else split
+    if split not in tree:
+        raise DataError(f"{DESCRIPTION} {root} has no {split!r} split; ask for one of: {', '.join(tree)}.")
+    classes = tuple(sorted({c for by_class in tree.values() for c in by_class}))
+    if not classes:
+        raise DataError(f"No images found in {root}; an image folder holds {LAYOUT}.")
+    if len(classes) == 1:
+        raise DataError(f"{root} has images of one class only ({classes[0]}); a classifier needs at least two class subfolders.")
+    files, labels = _files_and_labels(tree[split], classes)  # files: paths relative to root
+    if not files:
+        raise DataError(f"No images found in {root / split}; put one subfolder of images per class there.")
+    if image_size is None or channels is None:
+        first_size, first_channels = _natural_format(root, tree, classes)
+        image_size, channels = image_size or first_size, channels or first_channels
+    return FolderSplit(root, split, files, labels, classes, others.get(split, []), tuple(image_size), channels)
+
+
 def load_image_folder(
     root: str | Path,
     split: str = WHOLE,
@@ -70,32 +121,29 @@ def load_image_folder(
     Returns:
         The split, with labels indexing the classes of the whole folder (every split agrees).
     """
-    root = Path(root).resolve()
-    tree, others = _scan(root)
-    split = WHOLE if WHOLE in tree else split
-    classes = tuple(sorted({c for by_class in tree.values() for c in by_class}))
-    if not classes:
-        raise DataError(f"No images found in {root}; an image folder holds {LAYOUT}.")
-    if len(classes) == 1:
-        raise DataError(f"{root} has images of one class only ({classes[0]}); a classifier needs at least two class subfolders.")
-    files, labels = _files_and_labels(tree[split], classes)  # files: paths relative to root
-    if not files:
-        raise DataError(f"No images found in {root / split}; put one subfolder of images per class there.")
-    if image_size is None or channels is None:
-        first_size, first_channels = _natural_format(root, tree, classes)
-        image_size, channels = image_size or first_size, channels or first_channels
-    key = cache.cache_key("image-folder", root, files, split=split, size=list(image_size), channels=channels)
+    return load_scanned(scan_folder(root, split, image_size, channels))
+
+
+def load_scanned(found: FolderSplit) -> Dataset:
+    """`load_image_folder` after the scan: decode the split into memory, or read its cache entry."""
+    root, files = found.root, found.files
+    key = cache.cache_key("image-folder", root, files, split=found.split, size=list(found.image_size), channels=found.channels)
     stored = cache.load_arrays(key)
-    if not _is_entry_for(stored, len(files), classes, (channels, *image_size)):
-        stored = _decode_split(root, files, labels, classes, image_size, channels)
+    if not _is_entry_for(stored, len(files), found.classes, (found.channels, *found.image_size)):
+        stored = _decode_split(found)
         _store(key, stored)
-    _warn_skipped(root, sorted(others.get(split, []) + [str(s) for s in stored["skipped"]]))
+    warn_skipped(root, sorted(found.others + [str(s) for s in stored["skipped"]]))
     return Dataset(
         images=torch.from_numpy(stored["images"]),
         labels=torch.from_numpy(stored["labels"]),
         classes=tuple(str(c) for c in stored["classes"]),
-        source=f"{DESCRIPTION} {root} ({split})",
+        source=source_name(found),
     )
+
+
+def source_name(found: FolderSplit) -> str:
+    """How run metadata and messages name the split: "image folder /abs/path (train)"."""
+    return f"{DESCRIPTION} {found.root} ({found.split})"
 
 
 def _subdirs(folder: Path) -> list[Path]:
@@ -145,33 +193,39 @@ def _natural_format(root: Path, tree: dict[str, dict[str, list[str]]], classes: 
                     return (upright.height, upright.width), natural_channels(img)
             except UNREADABLE:
                 continue
-    raise _none_readable(root)
+    raise none_readable(root)
 
 
-def _decode_split(
-    root: Path,
-    files: list[str],
-    labels: np.ndarray,
-    classes: tuple[str, ...],
-    size: tuple[int, int],
-    channels: int,
-) -> dict[str, np.ndarray]:
+def _decode_split(found: FolderSplit) -> dict[str, np.ndarray]:
     """Decode every file; returns the arrays the cache stores (images, labels, classes, skipped)."""
-    images = np.empty((len(files), channels, *size), dtype=np.uint8)  # (N, C, H, W)
-    ok = np.ones(len(files), dtype=bool)
+    images = np.empty((len(found.files), found.channels, *found.image_size), dtype=np.uint8)  # (N, C, H, W)
+    ok = np.ones(len(found.files), dtype=bool)
+    start = 0
+    for arrays, bad in decode_files(found):
+        images[start : start + len(arrays)] = arrays
+        ok[[start + i for i in bad]] = False
+        start += len(arrays)
+    skipped = [f for f, good in zip(found.files, ok, strict=True) if not good]
+    if not ok.any():
+        raise none_readable(found.root)
+    return {"images": images[ok], "labels": found.labels[ok], "classes": np.array(found.classes), "skipped": np.array(skipped, dtype=str)}
+
+
+def decode_files(found: FolderSplit) -> Iterator[tuple[np.ndarray, list[int]]]:
+    """Decode the split's files in order, in worker processes when there are many, with a progress bar.
+
+    Yields:
+        (uint8 images (n, C, H, W) of the next n files, indexes among those n of unreadable files,
+        whose rows are zeros), chunk after chunk: the caller holds one chunk at a time.
+    """
+    files = found.files
     chunks = [files[i : i + _CHUNK] for i in range(0, len(files), _CHUNK)]
     quiet = True if len(files) < _PROGRESS_MIN else None  # None: tqdm shows the bar on a terminal only
+    jobs = [(str(found.root), chunk, found.image_size, found.channels) for chunk in chunks]
     with _parallel_map(len(files)) as pmap, tqdm(total=len(files), desc="decoding images", unit="img", disable=quiet) as bar:
-        start = 0
-        for arrays, bad in pmap(_decode_chunk, [(str(root), chunk, size, channels) for chunk in chunks]):
-            images[start : start + len(arrays)] = arrays
-            ok[[start + i for i in bad]] = False
-            start += len(arrays)
+        for arrays, bad in pmap(_decode_chunk, jobs):
             bar.update(len(arrays))
-    skipped = [f for f, good in zip(files, ok, strict=True) if not good]
-    if not ok.any():
-        raise _none_readable(root)
-    return {"images": images[ok], "labels": labels[ok], "classes": np.array(classes), "skipped": np.array(skipped, dtype=str)}
+            yield arrays, bad
 
 
 def _decode_chunk(job: tuple[str, list[str], tuple[int, int], int]) -> tuple[np.ndarray, list[int]]:
@@ -205,7 +259,7 @@ def _parallel_map(n_files: int) -> Iterator[Callable]:
         yield pool.imap
 
 
-def _none_readable(root: Path) -> DataError:
+def none_readable(root: Path) -> DataError:
     return DataError(f"None of the image files in {root} could be read; check that they are images Pillow can open.")
 
 
@@ -236,7 +290,8 @@ def _is_entry_for(stored: Mapping[str, np.ndarray] | None, n_files: int, classes
     )
 
 
-def _warn_skipped(root: Path, skipped: list[str]) -> None:
+def warn_skipped(root: Path, skipped: list[str]) -> None:
+    """One DataWarning naming the first of the skipped files and counting the rest."""
     if not skipped:
         return
     named = ", ".join(display_name(s) for s in skipped[:_MAX_NAMED])

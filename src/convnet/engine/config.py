@@ -40,6 +40,9 @@ class TrainConfig:
     image_size: tuple[int, int] | None = None  # (H, W); None: the data's own size
     channels: int | None = None  # 1 or 3; None: the data's own
     normalize: str = "unit"  # "unit": x/255 as in the tutorial; "standard": per-channel mean/std of the training set
+    stream: bool = False  # image folders: read batches from disk (data.streaming) even when the decoded images would fit in memory
+    memory_budget_mb: int | None = None  # MB (10^6 bytes) of decoded images held in memory, beyond which a folder streams; None: data.streaming.BUDGET_FRACTION of available RAM
+    loader_workers: int = 2  # processes reading a streamed folder's batches ahead of training; 0: read in the training process
     # model
     model: str = "tutorial"  # a name from convnet.models.list_models()
     model_args: dict = field(default_factory=dict)  # the architecture's own arguments, e.g. {"arch": "c32-p-f-d64"}
@@ -84,6 +87,9 @@ class TrainConfig:
             problem = check(getattr(self, name))
             if problem:
                 raise ConfigError(f"{_flag(name)} {problem}, got {getattr(self, name)!r}.")
+        # A tuple argument (airnet's widths) is a list in config.json: lists here too, so a config
+        # equals itself read back.
+        object.__setattr__(self, "model_args", {k: _lists(v) for k, v in self.model_args.items()})
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -142,8 +148,8 @@ def _float_in(low: float, high: float | None, low_open: bool = False, high_open:
 
 
 def _one_of(choices: tuple):
-    def check(v):
-        if isinstance(v, bool) or v not in choices:
+    def check(v):  # of the choice's own type: 3.0 == 3 and True == 1, but neither is the whole number 3 or 1
+        if not any(type(v) is type(c) and v == c for c in choices):
             return f"must be one of {', '.join(map(str, choices))}"
     return check
 
@@ -175,6 +181,10 @@ def _model_args(v):
 
     if not isinstance(v, dict) or not all(isinstance(k, str) and k.isidentifier() for k in v) or not all(plain(x) for x in v.values()):
         return "must map argument names to numbers, text, true/false or lists of them"
+
+
+def _lists(x):
+    return [_lists(i) for i in x] if isinstance(x, (list, tuple)) else x
 
 
 def _image_size(v):
@@ -209,6 +219,9 @@ _CHECKS = {
     "image_size": _optional(_image_size),
     "channels": _optional(_one_of(CHANNELS)),
     "normalize": _one_of(NORMALIZATIONS),
+    "stream": _boolean,
+    "memory_budget_mb": _optional(_int_at_least(1)),
+    "loader_workers": _int_at_least(0, 256),
     "model": _model,
     "model_args": _model_args,
     "epochs": _int_at_least(1, 100_000),
