@@ -17,8 +17,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from convnet.data.augment import augment_batch
-from convnet.data.batches import InMemoryBatches
+from convnet.data.batches import batch_source
+from convnet.data.dataset import Dataset
 from convnet.data.normalize import normalize
+from convnet.data.streaming import StreamedSplit
 from convnet.engine.allocator import keep_freed_memory
 from convnet.engine.checkpoint import build_model, save_model
 from convnet.engine.config import TrainConfig
@@ -44,7 +46,8 @@ class TorchTrainer(EpochLoop):
         self.device = device_of(group, resolve_device(config.device))
         keep_freed_memory()
         self.amp = autocast_dtype(config.precision, self.device)
-        self.source = InMemoryBatches(data.train, config.batch_size, self.device)
+        # A streamed split is read by loader workers, each rank only its slice of a global batch (data.streaming).
+        self.source = batch_source(data.train, config.batch_size, self.device, config.loader_workers, (lambda n: shard(group, n)) if group.active else None)
         torch.manual_seed(config.seed)
         self.model = build_model(model_info(config, data, {}))
         if hasattr(self.model, "init_from_data"):
@@ -181,18 +184,27 @@ class TorchTrainer(EpochLoop):
     def validate(self, tta: int = 0) -> tuple[float, float] | tuple[None, None]:
         if self.data.val is None:
             return None, None
-        images, labels = self.data.val.images, self.data.val.labels
+        val = self.data.val
+        labels = val.labels
         if self.group.active:  # each rank scores its slice of the split; the sums are added up
             part = shard(self.group, len(labels))
-            logits = self._logits(images[part], tta)
+            logits = self._logits(val, part, tta)
             local = torch.stack([F.cross_entropy(logits, labels[part], reduction="sum").double(), (logits.argmax(1) == labels[part]).sum().double()])
             loss_sum, hits = sum_over_ranks(self.group, local).tolist()
             return loss_sum / len(labels), hits / len(labels)
-        logits = self._logits(images, tta)
+        logits = self._logits(val, slice(None), tta)
         return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
 
-    def _logits(self, images: torch.Tensor, tta: int) -> torch.Tensor:
-        return batched_logits(self.eval_model, images, self.data.mean, self.data.std, self.config.eval_batch_size, self.amp, tta, self.config.channels_last)
+    def _logits(self, split: Dataset | StreamedSplit, part: slice, tta: int) -> torch.Tensor:
+        """Logits of the split's images `part`; a streamed split is read from disk a batch at a time."""
+        cfg = self.config
+
+        def logits(images: torch.Tensor) -> torch.Tensor:
+            return batched_logits(self.eval_model, images, self.data.mean, self.data.std, cfg.eval_batch_size, self.amp, tta, cfg.channels_last)
+
+        if isinstance(split, Dataset):
+            return logits(split.images[part])
+        return torch.cat([logits(split.read(rows)) for rows in torch.arange(len(split))[part].split(cfg.eval_batch_size)])
 
     @property
     def lr(self) -> float:
