@@ -63,10 +63,16 @@ class BasicBlock(nn.Module):
         super().__init__()
         self.body = nn.Sequential(conv_bn_relu(in_channels, out_channels, stride=stride), conv_bn(out_channels, out_channels))
         same_shape = stride == 1 and in_channels == out_channels
-        self.shortcut = nn.Identity() if same_shape else conv_bn(in_channels, out_channels, kernel=1, stride=stride)
+        # The projection is a 1x1 conv with stride `stride`, computed as a stride-1 conv of every
+        # stride-th pixel: the same function and weights, but it keeps out oneDNN's strided 1x1
+        # weight-gradient kernel, which writes past its buffer in channels-last layout when the conv
+        # has fewer input channels than its block (16 on AVX-512): heap corruption or wrong
+        # gradients on CPU for widths below 16 (uxlfoundation/oneDNN#6035, torch 2.13).
+        self.stride = stride
+        self.shortcut = nn.Identity() if same_shape else conv_bn(in_channels, out_channels, kernel=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.body(x) + self.shortcut(x))
+        return torch.relu(self.body(x) + self.shortcut(x[:, :, :: self.stride, :: self.stride]))
 
 
 def _stem(in_chans: int, width: int, stem: str) -> nn.Sequential:
