@@ -11,6 +11,7 @@ from PIL import Image
 
 from convnet import load_checkpoint
 from convnet.cli import main
+from convnet.models import create_model
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +143,9 @@ def test_entry_points_run(capsys):
         assert failed.returncode == 2 and failed.stderr.startswith("error: ") and "--epochs" in failed.stderr
         # All of a long output reaches a pipe before the process exits.
         assert subprocess.run([*exe, "explain"], capture_output=True, text=True, check=True).stdout == in_process
+
+
+def test_a_model_argument_with_commas_is_a_list(capsys):
+    assert main(["summary", "--model", "airnet", "--model-arg", "widths=8,16,16"]) == 0
+    total = capsys.readouterr().out.split("Total params: ")[1].split()[0]
+    assert int(total.replace(",", "")) == sum(p.numel() for p in create_model("airnet", widths=(8, 16, 16)).parameters())

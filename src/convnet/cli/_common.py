@@ -28,21 +28,24 @@ def image_size(text: str) -> tuple[int, int]:
 
 
 def model_args(pairs: list[str] | None) -> dict:
-    """['width=32', 'depth=18'] -> {'width': 32, 'depth': 18}; values parse as int, float or text."""
+    """['width=32', 'widths=16,32'] -> {'width': 32, 'widths': [16, 32]}; values parse as int, float
+    or text, and a value with commas as a list of them."""
     out: dict = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ConfigError(f"--model-arg {pair!r} is not KEY=VALUE; write e.g. --model-arg width=32.")
-        for cast in (int, float):
-            try:
-                out[key] = cast(value)
-                break
-            except ValueError:
-                continue
-        else:
-            out[key] = value
+        out[key] = [_scalar(v) for v in value.split(",")] if "," in value else _scalar(value)
     return out
+
+
+def _scalar(text: str) -> int | float | str:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            continue
+    return text
 
 
 def add_data_argument(p: argparse.ArgumentParser, help_extra: str = "") -> None:

@@ -34,7 +34,8 @@ from convnet.engine.schedule import lr_factor
 from convnet.engine.state_file import check_optimizer, check_tensors
 from convnet.errors import CheckpointError
 
-INIT_SAMPLE = 5000  # training images a data-dependent initialisation sees (airnet's whitening)
+INIT_SAMPLE = 5000  # training images a data-dependent initialisation sees (airnet's whitening)...
+INIT_SAMPLE_BYTES = 2**28  # ...at most this many bytes of them as float32 (5,000 up to 64x64 RGB; ~445 at 224x224)
 
 
 class TorchTrainer(EpochLoop):
@@ -51,7 +52,9 @@ class TorchTrainer(EpochLoop):
         torch.manual_seed(config.seed)
         self.model = build_model(model_info(config, data, {}))
         if hasattr(self.model, "init_from_data"):
-            self.model.init_from_data(normalize(self.source.sample(INIT_SAMPLE, config.seed), data.mean, data.std))
+            c, h, w = data.train.image_shape
+            n = min(INIT_SAMPLE, max(1, INIT_SAMPLE_BYTES // (4 * c * h * w)))
+            self.model.init_from_data(normalize(self.source.sample(n, config.seed), data.mean, data.std))
         self.model.to(self.device)
         if config.channels_last:
             self.model.to(memory_format=torch.channels_last)
