@@ -99,26 +99,6 @@ ACCEPTED = {
 }
 
 
-# Accepted today but must not be, or refused with a traceback: the src bugs, each (command, option, value) -> what goes wrong.
-EMPTY_IS_ABSENT = "src bug: an empty value is taken as the option not given (`if args.X:`), so the command runs without it and exits 0"
-OUT_IS_A_FILE = "src bug: evaluate writes its figures without catching OSError: an --out that is a file, or lies below one, is a traceback"
-NUL_IN_PATH = "src bug: a path with a NUL byte raises ValueError (not OSError) in mkdir, which the command does not catch: a traceback"
-BUGS = {
-    ("train", "--resume", ""): EMPTY_IS_ABSENT,
-    ("explain", "--image", ""): EMPTY_IS_ABSENT,
-    ("explain", "--png", ""): EMPTY_IS_ABSENT,
-    ("summary", "--arch", ""): EMPTY_IS_ABSENT,
-    ("summary", "--classes", "-1"): "src bug: summary passes --classes to create_model unchecked; -1 is a RuntimeError traceback (negative dimension)",
-    ("summary", "--classes", "0"): "src bug: summary passes --classes to create_model unchecked; 0 prints a model with no outputs and exits 0",
-    ("explain", "--png", "@notes/below"): "src bug: explain saves --png without catching OSError: a path below a file is a traceback",
-    ("explain", "--png", "a\0b"): NUL_IN_PATH,
-    ("evaluate", "--out", "@notes"): OUT_IS_A_FILE,
-    ("evaluate", "--out", "@notes/below"): OUT_IS_A_FILE,
-    ("evaluate", "--out", "a\0b"): NUL_IN_PATH,
-    ("features", "--out", "a\0b"): NUL_IN_PATH,
-    ("cam", "--out", "a\0b"): NUL_IN_PATH,
-    **{("summary", "--model", v): "src bug: summary passes --model to create_model unchecked; an unknown name is a ValueError traceback" for v in GARBAGE},
-}
 # predict answers every image it can and prints an error line for each it cannot: exit 1 ("some failed") by design;
 # 2 when there is nothing to answer at all.
 STATUS = {("predict", "images"): (1, 2)}
@@ -143,9 +123,7 @@ def cases() -> list:
             option = action.option_strings[-1] if action.option_strings else action.dest
             values = ACCEPTED.get((command, option), (GARBAGE, ""))[0] if action.nargs != 0 else ("zzz",)  # --flag=zzz: a value for a flag
             for value in values:
-                bug = BUGS.get((command, option, value))
-                marks = [pytest.mark.xfail(strict=True, reason=bug)] if bug else []
-                found.append(pytest.param(command, option, bool(action.option_strings), value, id=f"{command} {option} {value!r}", marks=marks))
+                found.append(pytest.param(command, option, bool(action.option_strings), value, id=f"{command} {option} {value!r}"))
     return found
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from convnet.errors import ConfigError
+from convnet.errors import ConfigError, ConvnetError
 
 HELP = "Write a Grad-CAM picture of which parts of an image made the model choose a class."
 
@@ -25,7 +25,9 @@ def run(args: argparse.Namespace) -> int:
     pixels = clf.to_input(args.image)
     try:
         path = write_cam(clf.model, pixels, clf.model_input(pixels), clf.classes, args.out, args.class_name)
-    except OSError as e:  # --out is a file, or lies below one, or the disk refuses
-        raise ConfigError(f"Cannot write into --out {args.out} ({e.strerror or e}); name a folder, new or existing.") from None
+    except ConvnetError:  # its own sentence (ConvnetError is a ValueError)
+        raise
+    except (OSError, ValueError) as e:  # --out is a file, or lies below one, or the disk refuses; ValueError: a NUL byte in it
+        raise ConfigError(f"Cannot write into --out {args.out} ({getattr(e, 'strerror', None) or e}); name a folder, new or existing.") from None
     print(path)
     return 0

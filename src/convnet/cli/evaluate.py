@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from convnet.cli._common import add_data_argument
+from convnet.errors import ConfigError, ConvnetError
 
 HELP = "Score a trained model on a labelled split: accuracy, per-class precision/recall/F1, confusion matrix."
 
@@ -31,7 +32,13 @@ def run(args: argparse.Namespace) -> int:
     ev = evaluate(clf, ds, tta=args.tta)
     model_path = Path(args.checkpoint)
     run_dir = model_path if model_path.is_dir() else model_path.parent
-    figures = write_figures(ev, ds, Path(args.out) if args.out else run_dir / f"eval-{args.split}")
+    out = Path(args.out) if args.out else run_dir / f"eval-{args.split}"  # '' is the default too
+    try:
+        figures = write_figures(ev, ds, out)
+    except ConvnetError:  # its own sentence (ConvnetError is a ValueError)
+        raise
+    except (OSError, ValueError) as e:  # --out is a file, or lies below one, or the disk refuses; ValueError: a NUL byte in it
+        raise ConfigError(f"Cannot write into --out {out} ({getattr(e, 'strerror', None) or e}); name a folder, new or existing.") from None
     if args.json:
         print(json.dumps({**ev.to_dict(), "split": args.split, "data": ds.source, "tta": args.tta, "figures": [str(f) for f in figures]}))
     else:

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from convnet.errors import DataError
+from convnet.errors import ConfigError, ConvnetError, DataError
 from convnet.scratch.explain import IMAGE_SIZE, render_text, worked_example
 
 HELP = "Walk through the tutorial's worked example (convolution, ReLU, pooling, dense, softmax) with every number shown."
@@ -36,14 +36,22 @@ def _read_image(path: str) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
-    image = _read_image(args.image) if args.image else None
+    for flag, value in (("--image", args.image), ("--png", args.png)):
+        if value == "":
+            raise ConfigError(f"{flag} is empty; name a file, or leave {flag} out.")
+    image = _read_image(args.image) if args.image is not None else None
     result = worked_example(image, args.seed, args.kernel, args.stride, args.padding, args.pool, args.pool_stride)
     print(json.dumps(result) if args.json else render_text(result))
-    if args.png:
+    if args.png is not None:
         # Imported only for --png: matplotlib is the slowest import this command could need.
         from convnet.viz.explain_figure import save_worked_example_figure
 
-        save_worked_example_figure(result, args.png)
+        try:
+            save_worked_example_figure(result, args.png)
+        except ConvnetError:  # its own sentence (ConvnetError is a ValueError)
+            raise
+        except (OSError, ValueError) as e:  # a folder that does not exist, a file in the way; ValueError: a NUL byte
+            raise ConfigError(f"Cannot write --png {args.png} ({getattr(e, 'strerror', None) or e}); name a file in an existing folder.") from None
         # stderr under --json, so stdout stays one JSON object.
         print(f"wrote {args.png}", file=sys.stderr if args.json else sys.stdout)
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from convnet.errors import ConfigError
+from convnet.errors import ConfigError, ConvnetError
 
 HELP = "Write what each convolution of a model sees in one image, and its first-layer filters, as PNG files."
 
@@ -23,8 +23,10 @@ def run(args: argparse.Namespace) -> int:
     clf = load_checkpoint(args.checkpoint)
     try:
         paths = write_features(clf.model, clf.model_input(args.image), args.out)
-    except OSError as e:  # --out is a file, or lies below one, or the disk refuses
-        raise ConfigError(f"Cannot write into --out {args.out} ({e.strerror or e}); name a folder, new or existing.") from None
+    except ConvnetError:  # its own sentence (ConvnetError is a ValueError)
+        raise
+    except (OSError, ValueError) as e:  # --out is a file, or lies below one, or the disk refuses; ValueError: a NUL byte in it
+        raise ConfigError(f"Cannot write into --out {args.out} ({getattr(e, 'strerror', None) or e}); name a folder, new or existing.") from None
     for path in paths:
         print(path)
     return 0

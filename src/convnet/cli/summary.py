@@ -20,7 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported when the command runs: `convnet --help` and the other commands skip loading them.
-    from convnet.models import create_model, list_models
+    from convnet.engine.checkpoint import ModelInfo, build_model
+    from convnet.models import list_models
     from convnet.models.summary import format_summary
 
     if args.list:
@@ -28,10 +29,18 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if len(args.input) != 3:
         raise ConfigError(f"--input must be CxHxW like 3x32x32, got {'x'.join(map(str, args.input))}.")
+    if args.classes < 1:
+        raise ConfigError(f"--classes must be 1 or more, got {args.classes}.")
+    if args.arch == "":
+        raise ConfigError("--arch is empty; give a spec like c32-p-c64-p-c64-f-d64, or leave --arch out.")
     name, extra = args.model, model_args(args.model_arg)
-    if args.arch:
+    if args.arch is not None:
         name, extra = "spec", {**extra, "arch": args.arch}
+    if name not in list_models():
+        raise ConfigError(f"--model {name!r} is not a registered model; `convnet summary --list` lists them.")
     c, h, w = args.input
-    model = create_model(name, num_classes=args.classes, in_chans=c, input_size=(h, w), **extra)
+    # build_model turns a builder's complaint about an argument into one sentence; the classes,
+    # mean and std are placeholders that only fix the output count.
+    model = build_model(ModelInfo(name, extra, tuple(map(str, range(args.classes))), c, (h, w), (0.5,) * c, (0.25,) * c))
     print(format_summary(model, (c, h, w), title=args.arch or name))
     return 0

@@ -8,6 +8,7 @@ import os
 from convnet.cli._common import add_data_argument, image_size, model_args
 from convnet.engine import config as cfg
 from convnet.engine.recipes import list_recipes, recipe_config
+from convnet.errors import ConfigError
 
 HELP = "Train a model (by default the tutorial's CNN on CIFAR-10 with the tutorial's settings) and write runs/<name>/."
 
@@ -98,7 +99,9 @@ def run(args: argparse.Namespace) -> int:
     # Imported here: the training engine is the slowest import, and `convnet train --help` needs none of it.
     from convnet.engine.train import resume, train
 
-    if args.resume:
+    if args.resume == "":
+        raise ConfigError("--resume is empty; pass the run folder to continue, e.g. --resume runs/NAME.")
+    if args.resume is not None:
         result = resume(args.resume, progress=not args.quiet)
     else:
         result = train(config_from_args(args), progress=not args.quiet)
