@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from convnet.cli import main
 from convnet.data import streaming
 from convnet.data.augment import AugmentConfig
 from convnet.data.batches import InMemoryBatches, StreamingBatches, batch_source
@@ -20,6 +22,7 @@ from convnet.data.streaming import StreamedSplit, open_streamed
 from convnet.engine.config import TrainConfig
 from convnet.engine.prepare import prepare_data
 from convnet.engine.train import train
+from convnet.errors import ConfigError
 
 pytestmark = pytest.mark.filterwarnings("ignore::convnet.data.image_folder.DataWarning")
 
@@ -83,6 +86,24 @@ def test_streamed_run_trains_like_the_in_memory_run(jpeg_folder, tmp_path):
     assert (streamed.run_dir / "samples.png").is_file()
 
 
+def test_evaluate_of_a_streamed_run_scores_its_split_as_the_in_memory_run_does(jpeg_folder, tmp_path, capsys):
+    memory = train(_config(jpeg_folder, tmp_path, name="memory", val_split=0.2, epochs=1), progress=False)
+    streamed = train(_config(jpeg_folder, tmp_path, name="streamed", val_split=0.2, epochs=1, stream=True), progress=False)
+    reports = []
+    for run in (memory, streamed):
+        assert main(["evaluate", str(run.run_dir / "model.safetensors"), "--split", "val", "--json"]) == 0
+        reports.append(json.loads(capsys.readouterr().out))
+    assert reports[0]["n"] == reports[1]["n"] == 18
+    assert reports[0]["confusion_matrix"] == reports[1]["confusion_matrix"]
+
+
+def test_the_scratch_engine_refuses_a_streamed_folder(jpeg_folder, tmp_path):
+    config = _config(jpeg_folder, tmp_path, name="scratch", engine="scratch", stream=True, augment=AugmentConfig(), normalize="unit")
+    with pytest.raises(ConfigError, match="--engine scratch holds its images in memory"):
+        train(config, progress=False)
+    assert not (tmp_path / "runs" / "scratch").exists()
+
+
 def test_a_folder_over_the_memory_budget_streams_and_says_so(jpeg_folder, tmp_path):
     # 90 images of 3x64x64 decode to 1.1 MB, over a 1 MB budget.
     config = _config(jpeg_folder, tmp_path, image_size=(64, 64), memory_budget_mb=1)
@@ -134,6 +155,7 @@ import sys
 from convnet.data.augment import AugmentConfig
 from convnet.engine.config import TrainConfig
 from convnet.engine.train import train
+from convnet.errors import ConfigError
 data, runs, name = sys.argv[1:]
 train(TrainConfig(data=data, runs_dir=runs, name=name, stream=True, loader_workers=1, model="spec", model_args={"arch": "c8-b-p-c16-b-g"},
                   optimizer="sgd", lr=0.05, precision="fp32", batch_size=16, val_split=0.2, epochs=2, image_size=(24, 24), sync_bn=True,

@@ -39,9 +39,10 @@ import numpy as np
 import torch
 
 from convnet.data import cache, image_folder
-from convnet.data.dataset import channel_stats
+from convnet.data.dataset import Dataset, channel_stats
 from convnet.data.image_folder import UNREADABLE, DataWarning, FolderSplit
 from convnet.data.images import display_name, load_image
+from convnet.errors import DataError
 from convnet.files import atomic_write
 
 BUDGET_FRACTION = 0.5  # of the RAM available at the start: the rest is the model's, the batches' and other programs'
@@ -239,3 +240,21 @@ def sample_stats(split: StreamedSplit, seed: int) -> tuple[tuple[float, ...], tu
     """Per-channel mean and std (0..1 scale) of a seeded sample of `STATS_SAMPLE` images."""
     pick = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:STATS_SAMPLE]
     return channel_stats(split.read(pick.sort().values))  # sorted: the cache file is read front to back
+
+
+def in_memory(split: Dataset | StreamedSplit, budget_mb: int | None) -> Dataset:
+    """A streamed split read whole into memory, for what needs all its images at once (evaluate).
+
+    Raises:
+        DataError: the split does not fit the memory budget; one sentence.
+    """
+    if isinstance(split, Dataset):
+        return split
+    c, h, w = split.image_shape
+    size, budget = len(split) * c * h * w, memory_budget(budget_mb)
+    if size > budget:
+        raise DataError(
+            f"These {len(split)} images take {size_text(size)} decoded, over the memory budget of {size_text(budget)}; "
+            "evaluate a smaller split (--split val) or pass --data with a smaller folder."
+        )
+    return Dataset(split.read(torch.arange(len(split))), split.labels, split.classes, split.source)

@@ -13,6 +13,7 @@ from pathlib import Path
 from tqdm import tqdm  # not tqdm.auto: in a notebook without ipywidgets it prints a warning on import
 
 from convnet.data.dataset import Dataset
+from convnet.data.streaming import StreamedSplit
 from convnet.engine.checkpoint import ModelInfo
 from convnet.engine.config import TrainConfig
 from convnet.engine.run_folder import RunFolder
@@ -25,8 +26,8 @@ class TrainingDiverged(ConvnetError):
 
 @dataclass(frozen=True)
 class TrainData:
-    train: Dataset
-    val: Dataset | None
+    train: Dataset | StreamedSplit  # held in memory, or read from disk batch by batch (data.streaming)
+    val: Dataset | StreamedSplit | None
     mean: tuple[float, ...]  # normalization, per channel on the 0..1 scale
     std: tuple[float, ...]
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
+from convnet.data.dataset import Dataset
 from convnet.engine.checkpoint import build_model, save_model
 from convnet.engine.config import TrainConfig
 from convnet.engine.loop import EpochLoop, TrainData, TrainingDiverged, model_info
@@ -46,6 +47,8 @@ class ScratchTrainer(EpochLoop):
     def __init__(self, config: TrainConfig, data: TrainData, run: RunFolder, progress: bool):
         super().__init__(config, data, run, progress)
         spec = _check(config)
+        if not isinstance(data.train, Dataset) or not (data.val is None or isinstance(data.val, Dataset)):
+            raise ConfigError("--engine scratch holds its images in memory, and this folder streams (--stream, or larger than the memory budget); use --engine torch.")
         c, h, w = data.train.image_shape
         self.net = network.build_network(spec, len(data.train.classes), c, (h, w), dtype=np.float32, rng=np.random.default_rng(config.seed))
         if config.optimizer == "adam":

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from convnet.data.dataset import Dataset
 from convnet.data.sources import load_dataset
+from convnet.data.streaming import in_memory
 from convnet.engine.checkpoint import ModelInfo
 from convnet.engine.prepare import prepare_data
 from convnet.engine.run_folder import RunFolder
@@ -32,7 +33,7 @@ def evaluation_split(checkpoint: str | Path, info: ModelInfo, data: str | None, 
         return load_dataset(config.data, "test", image_size=info.input_size, channels=info.in_chans)
     prepared = prepare_data(replace(config, image_size=info.input_size, channels=info.in_chans))
     if split == "train":
-        return prepared.train
+        return in_memory(prepared.train, config.memory_budget_mb)
     if prepared.val is None:
         raise DataError("The run had no validation split (--val-split 0); evaluate --split test or pass --data.")
-    return prepared.val
+    return in_memory(prepared.val, config.memory_budget_mb)
