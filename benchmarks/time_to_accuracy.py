@@ -1,6 +1,6 @@
 """Wall time to accuracy of the `fast` and `best` recipes, and what bf16 costs and gains.
 
-    python benchmarks/time_to_accuracy.py [--only fast,fast-fp32,best,fashion-fast] [--seed N]
+    python benchmarks/time_to_accuracy.py [--only fast,fast-fp32,best,fashion-fast,fast-8m] [--seed N]
 
 Each entry runs `convnet train` as a child process, timed from start to exit (start-up and data
 loading included; the data cache is warmed first so no entry pays for JPEG decoding), with its
@@ -29,6 +29,7 @@ ENTRIES = {
     "fast-fp32": ["--recipe", "fast", "--precision", "fp32"],
     "best": ["--recipe", "best"],
     "fashion-fast": ["--recipe", "fast", "--data", "fashion-mnist", "--val-split", "0"],
+    "fast-8m": ["--recipe", "fast", "--time-budget", "8m"],  # the plan and its real time: runs/<name>/plan.json
 }
 
 
@@ -61,6 +62,8 @@ def run_entry(name: str, data: str, runs: Path, seed: int = 0) -> dict:
     out = {"command": "convnet train " + " ".join(args), "wall_seconds": train_seconds, "peak_memory_gb": peak_gb,
            "epochs": len(rows), "per_epoch": [{k: r[k] for k in ("epoch", "val_acc", "train_acc", "seconds")} for r in rows]}
     model = runs / key / "model.safetensors"
+    if (runs / key / "plan.json").is_file():  # a --time-budget run: its plan and the time it really took
+        out["plan"] = json.loads((runs / key / "plan.json").read_text())
     if name.startswith("fashion"):
         # Scored on the official test split: the evaluation is part of the time to accuracy.
         start = time.perf_counter()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from convnet.errors import ConfigError
 
@@ -25,6 +26,20 @@ def image_size(text: str) -> tuple[int, int]:
     if len(dims) == 2:
         return dims  # type: ignore[return-value]
     raise argparse.ArgumentTypeError(f"{text!r} is not a size like 32 or 48x64")
+
+
+_UNITS = (("h", 3600.0), ("m", 60.0), ("s", 1.0))
+
+
+def duration(text: str) -> float:
+    """'8m' -> 480.0 seconds; '90s', '1h30m', '2.5m' and plain seconds ('480') too."""
+    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?", text.strip().lower())
+    if not text.strip() or parts is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration; write e.g. 8m, 90s, 1h30m or 480 (seconds)")
+    seconds = sum(float(v) * unit for v, (_, unit) in zip(parts.groups(), _UNITS, strict=True) if v)
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not longer than 0 seconds")
+    return seconds
 
 
 def model_args(pairs: list[str] | None) -> dict:

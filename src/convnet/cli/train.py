@@ -5,7 +5,7 @@ import argparse
 import dataclasses
 import os
 
-from convnet.cli._common import add_data_argument, image_size, model_args
+from convnet.cli._common import add_data_argument, duration, image_size, model_args
 from convnet.engine import config as cfg
 from convnet.engine.recipes import list_recipes, recipe_config
 from convnet.errors import ConfigError
@@ -34,6 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", help="build a sequential CNN from a spec, e.g. c32-p-c64-p-c64-f-d64 (sets --model spec)")
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="an argument of the model, e.g. width=32 (repeatable)")
     p.add_argument("--epochs", type=int)
+    p.add_argument("--time-budget", type=duration, metavar="DURATION",
+                   help="fit the run to this machine: e.g. 8m, 90s, 1h30m; measures the first steps and sets --epochs so training and the final evaluation end within it")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--optimizer", choices=cfg.OPTIMIZERS,
                    help="adam; sgd with Nesterov momentum; muon: Muon for conv filters, sgd for the rest (BatchNorm models)")

@@ -48,6 +48,7 @@ class TrainConfig:
     model_args: dict = field(default_factory=dict)  # the architecture's own arguments, e.g. {"arch": "c32-p-f-d64"}
     # optimisation
     epochs: int = 10
+    time_budget: float | None = None  # seconds: plan the epochs to fit training and the final evaluation in it (engine.budget)
     batch_size: int = 32
     optimizer: str = "adam"  # adam | sgd (Nesterov momentum) | muon (Muon for conv filters, SGD for the rest)
     lr: float = 1e-3  # peak learning rate, per batch as given (no scaling by batch size)
@@ -208,7 +209,7 @@ def _augment(v):
 
 
 # The fields that hold floats (ints given for them, as JSON writes 1.0, are taken as floats).
-_FLOATS = {"val_split", "lr", "momentum", "weight_decay", "bias_lr_scale", "muon_lr", "muon_momentum",
+_FLOATS = {"time_budget", "val_split", "lr", "momentum", "weight_decay", "bias_lr_scale", "muon_lr", "muon_momentum",
            "warmup_epochs", "label_smoothing", "ema"}
 
 # field -> check returning None when the value is fine, else what it must be.
@@ -225,6 +226,7 @@ _CHECKS = {
     "model": _model,
     "model_args": _model_args,
     "epochs": _int_at_least(1, 100_000),
+    "time_budget": _optional(_float_in(0.0, 30 * 24 * 3600.0, low_open=True)),
     "batch_size": _int_at_least(1, 1_000_000),
     "optimizer": _one_of(OPTIMIZERS),
     "lr": _float_in(0.0, None, low_open=True),

@@ -44,6 +44,7 @@ class RunFolder:
     state_path = property(lambda self: self.path / "state.safetensors")
     legacy_state_path = property(lambda self: self.path / "state.pt")
     curves_path = property(lambda self: self.path / "curves.png")
+    plan_path = property(lambda self: self.path / "plan.json")
     samples_path = property(lambda self: self.path / "samples.png")
 
     made_folder = False  # whether `create` made the folder (not found it empty): `discard` removes only what it made
@@ -61,9 +62,8 @@ class RunFolder:
             raise ConfigError(f"Cannot make the runs folder {runs} ({e.strerror or e}); pick another --runs-dir.") from None
         run = cls(runs / name)
         run.made_folder = cls._claim(run.path)
-        text = json.dumps(config.to_dict(), indent=2)
         try:
-            atomic_write(run.config_path, lambda tmp: Path(tmp).write_text(text + "\n"))  # replaces the claim's empty file
+            run.write_config(config)  # replaces the claim's empty file
         except BaseException:
             run.discard()
             raise
@@ -100,9 +100,13 @@ class RunFolder:
             raise ConfigError(f"Cannot write in the run folder {path} ({e.strerror or e}); pick another --name or --runs-dir.") from None
         return made
 
+    def write_config(self, config: TrainConfig) -> None:
+        text = json.dumps(config.to_dict(), indent=2)
+        atomic_write(self.config_path, lambda tmp: Path(tmp).write_text(text + "\n"))
+
     def discard(self) -> None:
         """Remove what `create` wrote for a run that could not start (nothing trained), and the folder if it made it."""
-        for written in (self.config_path, self.samples_path):
+        for written in (self.config_path, self.samples_path, self.plan_path):
             written.unlink(missing_ok=True)
         if self.made_folder and self.path.is_dir() and not any(self.path.iterdir()):
             self.path.rmdir()

@@ -126,7 +126,8 @@ class TorchTrainer(EpochLoop):
     def eval_model(self) -> nn.Module:
         return self.ema.model if self.ema is not None else self.model
 
-    def train_epoch(self, epoch: int) -> tuple[float, float, float]:
+    def train_epoch(self, epoch: int, max_steps: int | None = None) -> tuple[float, float, float]:
+        """One pass over the training set (or its first `max_steps` steps: engine.budget's probe)."""
         cfg = self.config
         gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
         torch.manual_seed(epoch_seed(cfg.seed, epoch))  # dropout and other global-RNG layers
@@ -136,6 +137,8 @@ class TorchTrainer(EpochLoop):
         seen, start = 0, time.perf_counter()
         bar = self.progress_bar(epoch)
         for step, (idx, images, y) in enumerate(self.source.batches(epoch, gen)):
+            if max_steps is not None and step >= max_steps:
+                break
             # Every rank augments the whole global batch (the same draws as one process), then
             # trains on its own slice of it.
             x = normalize(augment_batch(images, cfg.augment, gen, epoch, idx), self.data.mean, self.data.std)

@@ -5,10 +5,12 @@ the engine the config names (ENGINES) and run the shared epoch loop (engine.loop
 """
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from pathlib import Path
 
 from convnet.data.batches import preview
-from convnet.engine import distributed
+from convnet.engine import budget, distributed
 from convnet.engine.config import TrainConfig
 from convnet.engine.loop import EpochLoop, RunResult, TrainData, TrainingDiverged
 from convnet.engine.prepare import prepare_data
@@ -35,14 +37,28 @@ def train(config: TrainConfig, progress: bool = True) -> RunResult:
     try:
         run = _create_run(config, group)  # next: a taken name or a bad --runs-dir stops every rank
         try:
-            trainer = _engine(config, prepare_data(config), run, progress, group)
+            data = prepare_data(config)
+            trainer = _engine(config, data, run, progress, group)
+            plan = None
+            if config.time_budget is not None:
+                plan = budget.plan_epochs(trainer, config.time_budget, group)
+                clock = time.perf_counter()  # the plan's own time is plan.probe_s
+                config = budget.planned_config(config, plan)
+                trainer = _engine(config, data, run, progress, group)  # built afresh: the probe trained its own copy
+                if group.main:
+                    run.write_config(config)  # a resumed run follows the plan
+                    budget.write_plan(run.plan_path, plan)
+                trainer.say(budget.describe(plan))
             if group.main:
                 _write_samples(trainer, run)
         except BaseException:
             if group.main:
                 run.discard()  # nothing trained (unreadable data, a setting the model refuses, Ctrl-C): no half-made folder
             raise
-        return _fit(trainer, run, group)
+        result = _fit(trainer, run, group)
+        if plan is not None and group.main:
+            budget.write_plan(run.plan_path, replace(plan, took_s=plan.probe_s + time.perf_counter() - clock))
+        return result
     finally:
         distributed.leave(group)
 

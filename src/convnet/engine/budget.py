@@ -1,0 +1,93 @@
+"""Time budgets: `convnet train --time-budget 8m` fits the run to the machine it runs on.
+
+A probe trainer, built exactly as the run's, times a few training steps and one validation on
+this machine (after one untimed warm-up step); the plan is then the largest number of epochs
+whose training, per-epoch validation and final evaluation (with its TTA) fit in the budget,
+planned at SAFETY of it so that a busy machine's drift stays inside. The run then trains with
+`epochs` set to the plan, so the learning-rate schedule (warm-up, linear decay) spans exactly
+the planned run, and a resumed run follows the same plan. The clock starts when the probe does
+(the data is loaded by then): the budget covers training plus the final evaluation.
+
+The run folder keeps `plan.json`: the budget, what was measured, the plan and, at the end, the
+time the run really took.
+"""
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+from convnet.engine.checkpoint import save_model
+from convnet.engine.config import TrainConfig
+from convnet.engine.distributed import Group, sum_over_ranks
+from convnet.engine.loop import model_info
+from convnet.engine.state_file import save_state
+from convnet.engine.torch_trainer import TorchTrainer
+from convnet.files import atomic_write
+
+SAFETY = 0.95  # the share of the budget the plan fills; the rest absorbs a noisy machine's drift
+PROBE_STEPS = 4  # timed training steps (after one warm-up step)
+
+
+@dataclass(frozen=True)
+class Plan:
+    budget_s: float  # the budget asked for
+    step_s: float  # measured seconds per training step (mean over the ranks under torchrun)
+    validation_s: float  # measured seconds of one validation pass (no TTA)
+    checkpoint_s: float  # measured seconds of one epoch's checkpoint (model file and resume state)
+    final_evaluation_s: float  # measured seconds of the final TTA evaluation (0 without TTA)
+    probe_s: float  # what measuring took, counted in the budget
+    steps_per_epoch: int
+    epochs: int  # the plan
+    estimated_s: float  # what the plan should take, probe included
+    took_s: float | None = None  # what the run really took, written when it ends
+
+
+def plan_epochs(trainer: TorchTrainer, budget_s: float, group: Group) -> Plan:
+    """Measure `trainer` (a probe: it is trained on, then thrown away) and plan the epochs."""
+    start = time.perf_counter()
+    trainer.train_epoch(0, max_steps=1)  # warm-up: allocator, kernels, caches
+    step_s = trainer.train_epoch(0, max_steps=PROBE_STEPS)[2] / PROBE_STEPS
+    validation_s = _timed(lambda: trainer.validate(0)) if trainer.data.val is not None else 0.0
+    final_s = _timed(lambda: trainer.validate(trainer.config.tta)) if trainer.config.tta and trainer.data.val is not None else 0.0
+    checkpoint_s = _timed(lambda: _checkpoint_to_scratch(trainer)) if group.main else 0.0
+    if group.active:  # every rank must plan the same run: the mean of the measurements (rank 0 alone saves)
+        measured = torch.tensor([step_s, validation_s, final_s, checkpoint_s * group.world], dtype=torch.float64)
+        step_s, validation_s, final_s, checkpoint_s = (sum_over_ranks(group, measured) / group.world).tolist()
+    probe_s = time.perf_counter() - start
+    per_epoch = trainer.steps_per_epoch * step_s + validation_s + checkpoint_s
+    epochs = max(1, math.floor((SAFETY * budget_s - probe_s - final_s) / per_epoch))
+    return Plan(budget_s, step_s, validation_s, checkpoint_s, final_s, probe_s, trainer.steps_per_epoch, epochs,
+                probe_s + epochs * per_epoch + final_s)
+
+
+def planned_config(config: TrainConfig, plan: Plan) -> TrainConfig:
+    return replace(config, epochs=plan.epochs)
+
+
+def write_plan(path: Path, plan: Plan) -> None:
+    text = json.dumps(asdict(plan), indent=2)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text + "\n"))
+
+
+def describe(plan: Plan) -> str:
+    return (f"time budget {plan.budget_s:.0f} s: {plan.step_s * 1000:.0f} ms per step, {plan.validation_s:.1f} s per validation, "
+            f"so {plan.epochs} epochs of {plan.steps_per_epoch} steps (about {plan.estimated_s:.0f} s)")
+
+
+def _checkpoint_to_scratch(trainer: TorchTrainer) -> None:
+    """What `TorchTrainer.save` writes each epoch, written to a folder that is then deleted."""
+    with tempfile.TemporaryDirectory() as tmp:
+        save_model(Path(tmp) / "model.safetensors", trainer.eval_model, model_info(trainer.config, trainer.data, {}))
+        save_state(Path(tmp) / "state.safetensors", {"model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict()})
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start

@@ -1,0 +1,53 @@
+"""--time-budget: the run measures this machine, plans its epochs and ends within the budget."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import pytest
+
+from convnet.cli._common import duration
+from convnet.engine.config import TrainConfig
+from convnet.engine.train import train
+from convnet.errors import ConfigError
+
+BUDGET = 12.0  # seconds
+# A run may end late by this share of the budget: CI machines are shared, and the plan is made
+# from a few steps' timing (engine.budget plans at 95% of the budget to absorb the usual drift).
+TOLERANCE = 0.30
+
+
+@pytest.mark.parametrize("text, seconds", [("8m", 480.0), ("90s", 90.0), ("1h30m", 5400.0), ("480", 480.0), ("2.5m", 150.0), (" 8M ", 480.0)])
+def test_durations(text, seconds):
+    assert duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "abc", "0", "0s", "-1m", "8 minutes", "m"])
+def test_bad_durations_are_refused(text):
+    with pytest.raises(argparse.ArgumentTypeError):
+        duration(text)
+
+
+def test_a_budgeted_run_plans_its_epochs_and_ends_within_the_budget(colour_folder, tmp_path):
+    config = TrainConfig(data=str(colour_folder), image_size=(32, 32), batch_size=8, schedule="linear", time_budget=BUDGET,
+                         runs_dir=str(tmp_path / "runs"), name="budget", epochs=1)
+    start = time.perf_counter()
+    result = train(config, progress=False)
+    wall = time.perf_counter() - start
+    plan = json.loads((result.run_dir / "plan.json").read_text())
+    saved = json.loads((result.run_dir / "config.json").read_text())
+    assert plan["budget_s"] == BUDGET and plan["epochs"] >= 3, plan  # many epochs fit: the plan, not --epochs 1, decides
+    assert saved["epochs"] == plan["epochs"] == len(result.history), "config.json and the run follow the plan"
+    assert plan["took_s"] <= BUDGET * (1 + TOLERANCE), plan
+    assert wall <= BUDGET * (1 + TOLERANCE) + 5, "data loading and start-up come on top of the budget"
+    # The linear schedule spans the planned run: the rate falls to about 0 at its last step.
+    lrs = [row["lr"] for row in result.history]
+    assert lrs[-1] < lrs[0] / plan["epochs"] * 1.5
+
+
+def test_the_scratch_engine_refuses_a_budget(colour_folder, tmp_path):
+    config = TrainConfig(data=str(colour_folder), engine="scratch", time_budget=30.0, runs_dir=str(tmp_path / "runs"), name="s")
+    with pytest.raises(ConfigError, match="--time-budget"):
+        train(config, progress=False)
+    assert not (tmp_path / "runs" / "s").exists()
