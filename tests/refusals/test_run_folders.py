@@ -128,21 +128,13 @@ def test_a_taken_run_folder_is_refused_and_left_as_it_was(case, here, tiny_data,
     assert tree(here) == before
 
 
-def test_a_runs_dir_that_is_a_file_is_refused(here, tiny_data, capsys):
-    (here / "runs").write_text("not a folder\n")
+@pytest.mark.parametrize("runs, fragment", [("runs", "is a file"), ("notes.txt/runs", "--runs-dir")], ids=["a file", "below a file"])
+def test_a_runs_dir_that_is_or_lies_below_a_file_is_refused(runs, fragment, here, tiny_data, capsys):
+    (here / runs.split("/")[0]).write_text("not a folder\n")
     before = tree(here)
-    result = train(capsys, tiny_data, here / "runs", "--name", "r")
+    result = train(capsys, tiny_data, here / runs, "--name", "r")
     assert result.status == 2, result
-    assert_one_sentence(result.err, "error: ", "is a file")
-    assert tree(here) == before
-
-
-def test_a_runs_dir_below_a_file_is_refused(here, tiny_data, capsys):
-    (here / "notes.txt").write_text("not a folder\n")
-    before = tree(here)
-    result = train(capsys, tiny_data, here / "notes.txt" / "runs", "--name", "r")
-    assert result.status == 2, result
-    assert_one_sentence(result.err, "error: ", "--runs-dir")
+    assert_one_sentence(result.err, "error: ", fragment)
     assert tree(here) == before
 
 
