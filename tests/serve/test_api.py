@@ -10,6 +10,7 @@ import asyncio
 import base64
 import io
 import json
+import socket
 import struct
 import sys
 import zlib
@@ -24,6 +25,7 @@ import httpx  # noqa: E402  (after the skip: httpx comes with the serve and dev 
 from PIL import Image  # noqa: E402
 
 from convnet.cli import build_parser, main  # noqa: E402
+from convnet.cli.serve import _listen  # noqa: E402
 from convnet.engine.checkpoint import load_checkpoint  # noqa: E402
 from convnet.engine.predict import rank  # noqa: E402
 from convnet.models.summary import summarize  # noqa: E402
@@ -370,3 +372,10 @@ def test_an_onnx_model_predicts_as_its_source_and_explains_that_it_cannot_show_l
         _assert_same_answer(o, t)  # within rounding: onnxruntime and torch agree to about 1e-6 in fp32
     for r in (got["cam"], got["features"]):
         assert "ONNX" in _assert_one_sentence(r, 400)
+
+
+def test_the_listening_socket_sends_small_answers_at_once():
+    # Without TCP_NODELAY every kept-alive answer waited ~40 ms for the client's delayed ACK
+    # (benchmarks/serve_load.py measured it); accepted connections inherit the option on Linux.
+    with _listen("127.0.0.1", 0) as sock:
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
