@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 if [ ! -x .venv/bin/convnet ]; then
   python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+  .venv/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,serve,onnx]'
 fi
 export PATH="$PWD/.venv/bin:$PATH"
 run=runs/quickstart-$(date +%Y%m%d-%H%M%S)

@@ -1,4 +1,4 @@
-"""convnet: train and check small convolutional image classifiers.
+"""convnet: train, check and serve small convolutional image classifiers.
 
     import convnet
     ds = convnet.load_dataset("sample", "train")

@@ -53,7 +53,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convnet",
-        description="Train and check small convolutional image classifiers.",
+        description="Train, check and serve small convolutional image classifiers.",
         epilog="Run `convnet COMMAND --help` for a command's options.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
