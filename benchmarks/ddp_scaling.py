@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import statistics
 import sys
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 
-from _common import SHARED_CIFAR, timed_run, write_result
+from _common import RESULTS, SHARED_CIFAR, git_commit, timed_run, write_result
 
 
 def run_case(nproc: int, threads: int, args: argparse.Namespace, runs: Path, name: str) -> dict:
@@ -75,11 +77,15 @@ def main() -> None:
     (one, _, _), (many, _, _) = cases
     speedup = summary[many]["images_per_s"] / summary[one]["images_per_s"]
     print(f"{many} against {one}: {speedup:.2f}x images/s")
-    write_result("ddp_scaling", {
+    # One file, an entry per recipe and device: a run replaces only its own entry.
+    path = RESULTS / "ddp_scaling.json"
+    entries = json.loads(path.read_text()).get("entries", {}) if path.is_file() else {}
+    entries[f"{args.recipe}-{args.device}-{args.nproc}"] = {
         "recipe": args.recipe, "data": str(args.data), "epochs": args.epochs, "device": args.device, "repeats": args.repeats,
-        "method": "median images/s over epochs 2.. and over interleaved rounds; losses of the first round",
-        "cases": summary, "speedup": speedup,
-    })
+        "commit": git_commit(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cases": summary, "speedup": speedup,
+    }
+    write_result("ddp_scaling", {"method": "median images/s over epochs 2.. and over interleaved rounds; losses of the first round",
+                                 "entries": entries})
 
 
 if __name__ == "__main__":
