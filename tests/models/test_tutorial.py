@@ -83,3 +83,12 @@ def test_pool_before_relu_computes_what_the_layer_list_says(spec):
     ref_grads = torch.autograd.grad(reference.square().sum(), list(model.parameters()))
     for g, r in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["tutorial", "spec"])
+def test_the_summary_lists_every_layer_the_forward_pass_runs(name):
+    # The pool-then-ReLU order runs the ReLU modules themselves, so hooks (the summary, feature
+    # maps) see every layer of the list, ReLUs included.
+    model = create_model(name, **({"arch": "c8-p-c16-p-f-d16"} if name == "spec" else {}))
+    leaves = {n for n, m in model.named_modules() if not list(m.children())}
+    assert {row.name.split(" ")[0] for row in summarize(model, (3, 32, 32))} == leaves

@@ -1,4 +1,4 @@
-"""The torch side of spec-built networks (see `models.spec`), the tutorial's CNN among them."""
+"""The torch side of spec-built networks (see `convnet.spec`), the tutorial's CNN among them."""
 from __future__ import annotations
 
 import torch
@@ -32,13 +32,14 @@ def _run(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     """Apply `layers` in order, running each ReLU-then-max-pool pair as pool-then-ReLU.
 
     The two orders compute the same values and gradients (ReLU is monotone, so it commutes with
-    max), but pooling first leaves the ReLU a quarter of the elements.
+    max), but pooling first leaves the ReLU a quarter of the elements. The ReLU module itself is
+    called, so hooks on it (the summary table, feature maps) still see it run.
     """
     i = 0
     while i < len(layers):
         layer = layers[i]
         if isinstance(layer, nn.ReLU) and i + 1 < len(layers) and isinstance(layers[i + 1], nn.MaxPool2d):
-            x = torch.relu(layers[i + 1](x))
+            x = layer(layers[i + 1](x))
             i += 2
         else:
             x = layer(x)
