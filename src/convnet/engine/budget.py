@@ -1,7 +1,7 @@
 """Time budgets: `convnet train --time-budget 8m` fits the run to the machine it runs on.
 
-A probe trainer, built exactly as the run's, times a few training steps and one validation on
-this machine (after one untimed warm-up step); the plan is then the largest number of epochs
+A probe trainer, built exactly as the run's, times a few training steps (the median of single
+steps, after two untimed ones), one validation and one checkpoint on this machine; the plan is then the largest number of epochs
 whose training, per-epoch validation and final evaluation (with its TTA) fit in the budget,
 planned at SAFETY of it so that a busy machine's drift stays inside. The run then trains with
 `epochs` set to the plan, so the learning-rate schedule (warm-up, linear decay) spans exactly
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
@@ -31,7 +32,8 @@ from convnet.engine.torch_trainer import TorchTrainer
 from convnet.files import atomic_write
 
 SAFETY = 0.95  # the share of the budget the plan fills; the rest absorbs a noisy machine's drift
-PROBE_STEPS = 4  # timed training steps (after one warm-up step)
+WARMUP_STEPS = 2  # untimed training steps first
+PROBE_STEPS = 5  # timed training steps, one at a time
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,10 @@ class Plan:
 def plan_epochs(trainer: TorchTrainer, budget_s: float, group: Group) -> Plan:
     """Measure `trainer` (a probe: it is trained on, then thrown away) and plan the epochs."""
     start = time.perf_counter()
-    trainer.train_epoch(0, max_steps=1)  # warm-up: allocator, kernels, caches
-    step_s = trainer.train_epoch(0, max_steps=PROBE_STEPS)[2] / PROBE_STEPS
+    for _ in range(WARMUP_STEPS):  # allocator, kernels, caches
+        trainer.train_epoch(0, max_steps=1)
+    # The median of single steps: one step slowed by another process does not skew the plan.
+    step_s = statistics.median(_timed(lambda: trainer.train_epoch(0, max_steps=1)) for _ in range(PROBE_STEPS))
     validation_s = _timed(lambda: trainer.validate(0)) if trainer.data.val is not None else 0.0
     final_s = _timed(lambda: trainer.validate(trainer.config.tta)) if trainer.config.tta and trainer.data.val is not None else 0.0
     checkpoint_s = _timed(lambda: _checkpoint_to_scratch(trainer)) if group.main else 0.0
