@@ -46,6 +46,32 @@ def test_threads_sharing_a_model_each_get_their_own_maps():
     assert no_hooks_left(model)
 
 
+def test_plain_inference_in_another_thread_is_not_seen_by_the_hooks():
+    # A server answers /predict (no hooks, no lock) while it computes /features for another request.
+    torch.manual_seed(0)
+    model = create_model("tutorial").eval()
+    x, other = torch.randn(1, 3, 32, 32), torch.randn(1, 3, 32, 32)
+    want = [(n, m.clone()) for n, m in feature_maps(model, x)]
+    stop, errors = threading.Event(), []
+
+    def infer() -> None:
+        with torch.no_grad():
+            while not stop.is_set():
+                model(other)
+
+    thread = threading.Thread(target=infer)
+    thread.start()
+    try:
+        for _ in range(40):
+            maps = feature_maps(model, x)
+            if [n for n, _ in maps] != [n for n, _ in want] or any(not torch.equal(a, b) for (_, a), (_, b) in zip(maps, want, strict=True)):
+                errors.append("a plain forward pass of another thread was recorded")
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors, errors[:1]
+
+
 def test_hooks_are_removed_when_the_pass_fails():
     model = create_model("tutorial").eval()
     with pytest.raises(RuntimeError):

@@ -1,10 +1,13 @@
 """Forward hooks on a model that may be shared (several threads answering requests at once).
 
 A hook sees every forward pass of its module while it is registered, whoever runs it. So hooks
-are only ever registered inside `hooked`, which holds the model's own lock from registration
-to removal: one hooked pass per model at a time, and no hook outlives its caller's pass.
-Passes that use no hooks (plain inference) do not take the lock and are never affected,
-because no hook stays registered outside `hooked`.
+are only ever registered inside `hooked`, which
+- holds the model's own lock from registration to removal: one hooked pass per model at a time,
+  and no hook outlives its caller's pass;
+- calls each hook only for passes run by the thread that registered it: a plain inference that
+  another thread runs meanwhile (a server's /predict beside a /features) takes no lock, and the
+  hooks neither see nor record its layers. torch runs forward hooks in the thread that calls the
+  model, so the thread identifies the pass.
 """
 from __future__ import annotations
 
@@ -35,10 +38,20 @@ def hooked(model: nn.Module, hooks: Iterable[tuple[nn.Module, Callable]]) -> Ite
     members = {id(m) for m in model.modules()}
     if any(id(m) not in members for m, _ in hooks):
         raise ValueError("hooked() only registers hooks on the model's own modules")
+    owner = threading.get_ident()
     with _lock_of(model):
-        handles = [m.register_forward_hook(h) for m, h in hooks]
+        handles = [m.register_forward_hook(_only_from(owner, h)) for m, h in hooks]
         try:
             yield
         finally:
             for handle in handles:
                 handle.remove()
+
+
+def _only_from(owner: int, hook: Callable) -> Callable:
+    def guarded(module, inputs, output):
+        if threading.get_ident() == owner:
+            return hook(module, inputs, output)
+        return None
+
+    return guarded
