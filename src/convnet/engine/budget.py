@@ -60,10 +60,10 @@ def plan_epochs(trainer: TorchTrainer, budget_s: float, group: Group) -> Plan:
     validation_s = _timed(lambda: trainer.validate(0)) if trainer.data.val is not None else 0.0
     final_s = _timed(lambda: trainer.validate(trainer.config.tta)) if trainer.config.tta and trainer.data.val is not None else 0.0
     checkpoint_s = _timed(lambda: _checkpoint_to_scratch(trainer)) if group.main else 0.0
-    if group.active:  # every rank must plan the same run: the mean of the measurements (rank 0 alone saves)
-        measured = torch.tensor([step_s, validation_s, final_s, checkpoint_s * group.world], dtype=torch.float64)
-        step_s, validation_s, final_s, checkpoint_s = (sum_over_ranks(group, measured) / group.world).tolist()
     probe_s = time.perf_counter() - start
+    if group.active:  # every rank must plan the same run: the mean of every measurement (rank 0 alone saves)
+        measured = torch.tensor([step_s, validation_s, final_s, checkpoint_s * group.world, probe_s], dtype=torch.float64)
+        step_s, validation_s, final_s, checkpoint_s, probe_s = (sum_over_ranks(group, measured) / group.world).tolist()
     per_epoch = trainer.steps_per_epoch * step_s + validation_s + checkpoint_s
     epochs = max(1, math.floor((SAFETY * budget_s - probe_s - final_s) / per_epoch))
     return Plan(budget_s, step_s, validation_s, checkpoint_s, final_s, probe_s, trainer.steps_per_epoch, epochs,
@@ -80,8 +80,11 @@ def write_plan(path: Path, plan: Plan) -> None:
 
 
 def describe(plan: Plan) -> str:
-    return (f"time budget {plan.budget_s:.0f} s: {plan.step_s * 1000:.0f} ms per step, {plan.validation_s:.1f} s per validation, "
+    text = (f"time budget {plan.budget_s:.0f} s: {plan.step_s * 1000:.0f} ms per step, {plan.validation_s:.1f} s per validation, "
             f"so {plan.epochs} epochs of {plan.steps_per_epoch} steps (about {plan.estimated_s:.0f} s)")
+    if plan.estimated_s > plan.budget_s:
+        text += "; even one epoch takes longer than the budget on this machine, so the run will end late"
+    return text
 
 
 def _checkpoint_to_scratch(trainer: TorchTrainer) -> None:

@@ -45,12 +45,9 @@ def train(config: TrainConfig, progress: bool = True) -> RunResult:
                 clock = time.perf_counter()  # the plan's own time is plan.probe_s
                 config = budget.planned_config(config, plan)
                 trainer = _engine(config, data, run, progress, group)  # built afresh: the probe trained its own copy
-                if group.main:
-                    run.write_config(config)  # a resumed run follows the plan
-                    budget.write_plan(run.plan_path, plan)
+            _main_writes(group, lambda: _write_start(trainer, run, plan))
+            if plan is not None:
                 trainer.say(budget.describe(plan))
-            if group.main:
-                _write_samples(trainer, run)
         except BaseException:
             if group.main:
                 run.discard()  # nothing trained (unreadable data, a setting the model refuses, Ctrl-C): no half-made folder
@@ -108,6 +105,25 @@ def _create_run(config: TrainConfig, group: distributed.Group) -> RunFolder:
         raise failure or ConfigError("Rank 0 could not make the run folder (its error says why); no rank trained.")
     path = distributed.broadcast_text(group, str(run.path) if run else "")
     return run or RunFolder(Path(path))
+
+
+def _write_start(trainer: EpochLoop, run: RunFolder, plan: budget.Plan | None) -> None:
+    if plan is not None:
+        run.write_config(trainer.config)  # a resumed run follows the plan
+        budget.write_plan(run.plan_path, plan)
+    _write_samples(trainer, run)
+
+
+def _main_writes(group: distributed.Group, write) -> None:
+    """Rank 0 calls `write`; every rank learns whether it could (none waits for a rank that gave up)."""
+    failure = None
+    if group.main:
+        try:
+            write()
+        except Exception as e:  # noqa: BLE001  (re-raised below, after the other ranks know)
+            failure = e
+    if not distributed.all_agree(group, failure is None):
+        raise failure or ConfigError("Rank 0 could not write the run folder (its error says why); no rank trained.")
 
 
 def _fit(trainer: EpochLoop, run: RunFolder, group: distributed.Group) -> RunResult:
