@@ -148,3 +148,11 @@ def test_shards_cover_every_item_once_and_differ_by_at_most_one(n, world):
     assert [i for p in parts for i in range(n)[p]] == list(range(n))
     sizes = [p.stop - p.start for p in parts]
     assert max(sizes) - min(sizes) <= 1
+
+
+def test_every_rank_stops_together_when_the_loss_diverges(data, tmp_path):
+    runs = tmp_path / "runs"
+    result = _train(2, data, runs, "nan", "--epochs", "2", "--lr", "1e30", check=False)
+    assert result.returncode != 0
+    assert result.stderr.count("error: The loss became") == 2, result.stderr[-2000:]  # both ranks, the same sentence
+    assert not (runs / "nan" / "state.safetensors").exists()  # no epoch finished

@@ -16,8 +16,10 @@ What a distributed run keeps the same as one process:
   same numbers and stops at the same step;
 - BatchNorm: with --sync-bn, `GlobalBatchNorm2d` normalises with the whole global batch's
   statistics (torch's SyncBatchNorm runs on CUDA only; this one runs on any backend), so the run
-  matches one process within floating-point reordering; without it, each rank normalises its
-  slice on its own, as plain DDP does;
+  matches one process within floating-point reordering (except in a last batch with fewer images
+  than ranks: a rank left without one steps on a filler image whose loss counts for nothing but
+  which does enter the BatchNorm statistics); without it, each rank normalises its slice on its
+  own, as plain DDP does;
 - only rank 0 writes the run folder, prints, and shows the progress bar; checkpoints hold the
   unwrapped model, so `--resume` works with any number of processes.
 """
