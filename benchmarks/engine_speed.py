@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -38,6 +39,9 @@ CASES = {
     "fast": ("fast", 10_000, {}),
     "fast default malloc": ("fast", 10_000, {"default_malloc": True}),
     "fast fp32": ("fast", 10_000, {"precision": "fp32"}),
+    "tutorial-fast fp32 contiguous": ("tutorial-fast", 20_000, {"precision": "fp32", "channels_last": False}),
+    "tutorial-fast fp32 relu-then-pool": ("tutorial-fast", 20_000, {"precision": "fp32", "relu_then_pool": True}),
+    "fast fp32 contiguous": ("fast", 10_000, {"precision": "fp32", "channels_last": False}),
 }
 # (what is compared, the slower variant, the shipped one)
 COMPARISONS = {
@@ -45,7 +49,13 @@ COMPARISONS = {
     "pool then ReLU (tutorial network, batch 128)": ("tutorial-fast relu-then-pool", "tutorial-fast"),
     "bf16 autocast (tutorial network, batch 128)": ("tutorial-fast fp32", "tutorial-fast"),
     "bf16 autocast (airnet, batch 1000)": ("fast fp32", "fast"),
+    "channels-last in fp32 (tutorial network, batch 128)": ("tutorial-fast fp32 contiguous", "tutorial-fast fp32"),
+    "pool then ReLU in fp32 (tutorial network, batch 128)": ("tutorial-fast fp32 relu-then-pool", "tutorial-fast fp32"),
+    "channels-last in fp32 (airnet, batch 1000)": ("fast fp32 contiguous", "fast fp32"),
 }
+# --isa avx2: oneDNN's and ATen's documented switches restrict an AVX-512 machine to AVX2 (no
+# bf16 there, so the bf16 cases fall back to fp32 as they would on such a CPU; `autocast` says so).
+ISA_ENV = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}
 
 
 def child(name: str) -> dict:
@@ -86,15 +96,19 @@ def child(name: str) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds over all cases")
+    p.add_argument("--isa", choices=("native", *ISA_ENV), default="native", help="restrict the CPU's instruction set in every case")
+    p.add_argument("--only", help="comma-separated case names (default: all)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         print(json.dumps(child(args.child)))
         return
-    runs: dict[str, list[dict]] = {name: [] for name in CASES}
+    names = args.only.split(",") if args.only else list(CASES)
+    env = {**os.environ, **ISA_ENV.get(args.isa, {})}
+    runs: dict[str, list[dict]] = {name: [] for name in names}
     for round_ in range(args.repeats):
-        for name in CASES:
-            out = subprocess.run([sys.executable, __file__, "--child", name], check=True, stdout=subprocess.PIPE, text=True).stdout
+        for name in names:
+            out = subprocess.run([sys.executable, __file__, "--child", name], check=True, stdout=subprocess.PIPE, text=True, env=env).stdout
             runs[name].append(json.loads(out.strip().splitlines()[-1]))
             print(f"round {round_ + 1}/{args.repeats}  {name}: {runs[name][-1]['ms_per_image']:.4f} ms/image", flush=True)
     cases = {
@@ -108,10 +122,13 @@ def main() -> None:
         }
         for name, rs in runs.items()
     }
-    speedups = {what: cases[slow]["ms_per_image"] / cases[fast]["ms_per_image"] for what, (slow, fast) in COMPARISONS.items()}
+    speedups = {what: cases[slow]["ms_per_image"] / cases[fast]["ms_per_image"] for what, (slow, fast) in COMPARISONS.items()
+                if slow in cases and fast in cases}
     for what, x in speedups.items():
         print(f"{what}: {x:.3f}x")
-    write_result("engine_speed", {
+    # One file per instruction set: native figures and AVX2-restricted ones are kept side by side.
+    write_result("engine_speed" if args.isa == "native" else f"engine_speed_{args.isa}", {
+        "isa": args.isa, "isa_env": ISA_ENV.get(args.isa, {}),
         "method": "one epoch of the real training loop on random 3x32x32 images after one warm-up epoch, "
                   f"each case in its own process, median of {args.repeats} interleaved rounds",
         "cases": cases,
