@@ -18,13 +18,12 @@ import math
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from convnet.engine.checkpoint import save_model
-from convnet.engine.config import TrainConfig
 from convnet.engine.distributed import Group, sum_over_ranks
 from convnet.engine.loop import model_info
 from convnet.engine.state_file import save_state
@@ -68,10 +67,6 @@ def plan_epochs(trainer: TorchTrainer, budget_s: float, group: Group) -> Plan:
     epochs = max(1, math.floor((SAFETY * budget_s - probe_s - final_s) / per_epoch))
     return Plan(budget_s, step_s, validation_s, checkpoint_s, final_s, probe_s, trainer.steps_per_epoch, epochs,
                 probe_s + epochs * per_epoch + final_s)
-
-
-def planned_config(config: TrainConfig, plan: Plan) -> TrainConfig:
-    return replace(config, epochs=plan.epochs)
 
 
 def write_plan(path: Path, plan: Plan) -> None:

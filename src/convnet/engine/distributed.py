@@ -26,7 +26,9 @@ What a distributed run keeps the same as one process:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -36,6 +38,7 @@ from torch import nn
 from convnet.engine.config import TrainConfig
 from convnet.errors import ConfigError
 
+T = TypeVar("T")
 MAX_TEXT_BYTES = 4096  # longest text `broadcast_text` carries (a run folder's path)
 
 
@@ -122,6 +125,26 @@ def all_agree(group: Group, ok: bool) -> bool:
     flag = torch.tensor([1 if ok else 0], dtype=torch.int64, device=_comm_device())
     dist.all_reduce(flag, op=dist.ReduceOp.MIN)
     return bool(flag.item())
+
+
+def on_rank_0(group: Group, work: Callable[[], T], stopped: str) -> T | None:
+    """Run `work` on rank 0 alone; every rank learns whether it succeeded, so none waits for a
+    rank that gave up.
+
+    Returns:
+        What `work` returned, on rank 0; None on the others.
+    Raises:
+        rank 0's own error on rank 0, and ConfigError(`stopped`) on the others, when `work` failed.
+    """
+    result, failure = None, None
+    if group.main:
+        try:
+            result = work()
+        except Exception as e:  # noqa: BLE001  (re-raised below, once every rank knows)
+            failure = e
+    if not all_agree(group, failure is None):
+        raise failure or ConfigError(stopped)
+    return result
 
 
 def sum_over_ranks(group: Group, values: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ from convnet.data.streaming import StreamedSplit
 from convnet.engine.allocator import keep_freed_memory
 from convnet.engine.checkpoint import build_model, save_model
 from convnet.engine.config import TrainConfig
-from convnet.engine.distributed import SINGLE, Group, all_agree, device_of, scaled_loss, shard, sum_over_ranks, use_global_batchnorm
+from convnet.engine.distributed import SINGLE, Group, device_of, on_rank_0, scaled_loss, shard, sum_over_ranks, use_global_batchnorm
 from convnet.engine.ema import WeightAverage
 from convnet.engine.inference import autocast, autocast_dtype, batched_logits, resolve_device
 from convnet.engine.loop import EpochLoop, TrainData, TrainingDiverged, epoch_seed, model_info
@@ -32,7 +32,7 @@ from convnet.engine.optim import build_optimizer
 from convnet.engine.run_folder import RunFolder
 from convnet.engine.schedule import lr_factor
 from convnet.engine.state_file import check_optimizer, check_tensors
-from convnet.errors import CheckpointError, ConvnetError
+from convnet.errors import CheckpointError
 
 INIT_SAMPLE = 5000  # training images a data-dependent initialisation sees (airnet's whitening)...
 INIT_SAMPLE_BYTES = 2**28  # ...at most this many bytes of them as float32 (5,000 up to 64x64 RGB; ~445 at 224x224)
@@ -222,14 +222,7 @@ class TorchTrainer(EpochLoop):
 
     def save(self, epoch: int) -> None:
         """Rank 0 writes; every rank learns whether it could, so none trains on alone."""
-        failure = None
-        if self.group.main:
-            try:
-                self._write_checkpoint(epoch)
-            except Exception as e:  # noqa: BLE001  (re-raised below, after the other ranks know)
-                failure = e
-        if not all_agree(self.group, failure is None):
-            raise failure or ConvnetError("Rank 0 could not write the run folder (its error says why); every rank stopped.")
+        on_rank_0(self.group, lambda: self._write_checkpoint(epoch), "Rank 0 could not write the run folder (its error says why); every rank stopped.")
 
     def _write_checkpoint(self, epoch: int) -> None:
         # The resume state last: a kill before it leaves the state one epoch behind the model file

@@ -17,7 +17,7 @@ from convnet.engine.prepare import prepare_data
 from convnet.engine.run_folder import RunFolder
 from convnet.engine.scratch_fit import ScratchTrainer
 from convnet.engine.torch_trainer import TorchTrainer
-from convnet.errors import ConfigError, ConvnetError
+from convnet.errors import ConvnetError
 from convnet.viz.grid import save_image_grid
 from convnet.viz.plots import plot_curves
 
@@ -43,9 +43,9 @@ def train(config: TrainConfig, progress: bool = True) -> RunResult:
             if config.time_budget is not None:
                 plan = budget.plan_epochs(trainer, config.time_budget, group)
                 clock = time.perf_counter()  # the plan's own time is plan.probe_s
-                config = budget.planned_config(config, plan)
+                config = replace(config, epochs=plan.epochs)
                 trainer = _engine(config, data, run, progress, group)  # built afresh: the probe trained its own copy
-            _main_writes(group, lambda: _write_start(trainer, run, plan))
+            distributed.on_rank_0(group, lambda: _write_start(trainer, run, plan), "Rank 0 could not write the run folder (its error says why); no rank trained.")
             if plan is not None:
                 trainer.say(budget.describe(plan))
         except BaseException:
@@ -95,14 +95,7 @@ def _create_run(config: TrainConfig, group: distributed.Group) -> RunFolder:
     """Rank 0 makes the run folder; every rank learns its path, or that it could not be made."""
     if not group.active:
         return RunFolder.create(config)
-    run, failure = None, None
-    if group.main:
-        try:
-            run = RunFolder.create(config)
-        except ConvnetError as e:
-            failure = e
-    if not distributed.all_agree(group, failure is None):
-        raise failure or ConfigError("Rank 0 could not make the run folder (its error says why); no rank trained.")
+    run = distributed.on_rank_0(group, lambda: RunFolder.create(config), "Rank 0 could not make the run folder (its error says why); no rank trained.")
     path = distributed.broadcast_text(group, str(run.path) if run else "")
     return run or RunFolder(Path(path))
 
@@ -112,18 +105,6 @@ def _write_start(trainer: EpochLoop, run: RunFolder, plan: budget.Plan | None) -
         run.write_config(trainer.config)  # a resumed run follows the plan
         budget.write_plan(run.plan_path, plan)
     _write_samples(trainer, run)
-
-
-def _main_writes(group: distributed.Group, write) -> None:
-    """Rank 0 calls `write`; every rank learns whether it could (none waits for a rank that gave up)."""
-    failure = None
-    if group.main:
-        try:
-            write()
-        except Exception as e:  # noqa: BLE001  (re-raised below, after the other ranks know)
-            failure = e
-    if not distributed.all_agree(group, failure is None):
-        raise failure or ConfigError("Rank 0 could not write the run folder (its error says why); no rank trained.")
 
 
 def _fit(trainer: EpochLoop, run: RunFolder, group: distributed.Group) -> RunResult:
