@@ -35,8 +35,10 @@ def data(tmp_path_factory) -> Path:
 def _train(n: int, data: Path, runs: Path, name: str, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
     launcher = [*TORCHRUN, f"--nproc_per_node={n}", "-m", "convnet"] if n > 1 else [sys.executable, "-m", "convnet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([*launcher, "train", "--data", str(data), "--runs-dir", str(runs), "--name", name, *ARGS, *extra],
-                          capture_output=True, text=True, env=env, check=check, timeout=300)
+    result = subprocess.run([*launcher, "train", "--data", str(data), "--runs-dir", str(runs), "--name", name, *ARGS, *extra],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert not check or result.returncode == 0, result.stderr[-3000:]  # torchrun's and the ranks' own words
+    return result
 
 
 def _kill_everything_running(marker: str) -> None:

@@ -99,6 +99,13 @@ def join(config: TrainConfig) -> Group:
     return Group(rank, world, local_rank)
 
 
+def finish(group: Group) -> None:
+    """Wait until every rank is done (rank 0 writes the last files alone): a rank that tore its
+    connections down while another still used them made gloo abort that process at exit."""
+    if group.active and dist.is_initialized():
+        dist.barrier()
+
+
 def leave(group: Group) -> None:
     if group.active and dist.is_initialized():
         dist.destroy_process_group()

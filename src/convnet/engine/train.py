@@ -55,6 +55,7 @@ def train(config: TrainConfig, progress: bool = True) -> RunResult:
         result = _fit(trainer, run, group)
         if plan is not None and group.main:
             budget.write_plan(run.plan_path, replace(plan, took_s=plan.probe_s + time.perf_counter() - clock))
+        distributed.finish(group)
         return result
     finally:
         distributed.leave(group)
@@ -80,7 +81,9 @@ def resume(run_dir: str | Path, progress: bool = True) -> RunResult:
         if group.main and not run.samples_path.is_file():  # killed before train() got to write it
             _write_samples(trainer, run)
         trainer.say(f"resuming {run.path} after epoch {trainer.start_epoch}")
-        return _fit(trainer, run, group)
+        result = _fit(trainer, run, group)
+        distributed.finish(group)
+        return result
     finally:
         distributed.leave(group)
 
