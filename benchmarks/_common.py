@@ -13,14 +13,25 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10-jpeg" / "train"
+# --isa avx2: oneDNN's and ATen's documented switches restrict an AVX-512 machine to AVX2, as on
+# a CPU without AVX-512 (and so without bf16: convnet's bf16 falls back to fp32 there too).
+ISA_ENV = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}
+_SIMD_FLAGS = ("avx", "fma", "f16c", "amx")  # the /proc/cpuinfo flags that decide which kernels run
+
+
+def isa_env(isa: str) -> dict:
+    """The environment of a child process restricted to `isa` ("native": unrestricted)."""
+    return {**os.environ, **ISA_ENV.get(isa, {})}
 
 
 def machine() -> dict:
-    cpu = platform.processor()
+    cpu, flags = platform.processor(), []
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = sorted(f for f in line.split(":", 1)[1].split() if f.startswith(_SIMD_FLAGS))
                 break
     except OSError:
         pass
@@ -28,6 +39,8 @@ def machine() -> dict:
 
     return {
         "cpu": cpu,
+        "cpu_flags": flags,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the ATen kernels this process uses
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

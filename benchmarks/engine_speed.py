@@ -14,6 +14,11 @@ every case alike. Compared, each against the recipe as shipped:
     pool order  the tutorial network's layers applied one by one (ReLU, then max-pool) against
                 SequentialNet's pool-then-ReLU
     precision   fp32 against bf16 autocast, for the tutorial network and airnet
+    frozen whitening bias   airnet's steps once --whiten-bias-epochs have passed
+
+Each case also reports the FLOP rate it reached (3 forward passes' multiply-adds per image), and
+`conv peak` times airnet's largest conv alone in fp32: what the conv kernels can do on this
+machine at most, against which every fp32 case's rate is set.
 
 Writes benchmarks/results/engine_speed.json.
 """
@@ -21,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -29,7 +33,7 @@ import sys
 import tempfile
 from dataclasses import replace
 
-from _common import write_result
+from _common import ISA_ENV, isa_env, write_result
 
 # name -> (recipe, images per epoch, variation from the recipe)
 CASES = {
@@ -42,6 +46,9 @@ CASES = {
     "tutorial-fast fp32 contiguous": ("tutorial-fast", 20_000, {"precision": "fp32", "channels_last": False}),
     "tutorial-fast fp32 relu-then-pool": ("tutorial-fast", 20_000, {"precision": "fp32", "relu_then_pool": True}),
     "fast fp32 contiguous": ("fast", 10_000, {"precision": "fp32", "channels_last": False}),
+    # The timed epoch (1) is past --whiten-bias-epochs 1: backward skips the first conv's input gradient.
+    "fast frozen whitening bias": ("fast", 10_000, {"whiten_bias_epochs": 1}),
+    "fast fp32 frozen whitening bias": ("fast", 10_000, {"precision": "fp32", "whiten_bias_epochs": 1}),
 }
 # (what is compared, the slower variant, the shipped one)
 COMPARISONS = {
@@ -52,10 +59,10 @@ COMPARISONS = {
     "channels-last in fp32 (tutorial network, batch 128)": ("tutorial-fast fp32 contiguous", "tutorial-fast fp32"),
     "pool then ReLU in fp32 (tutorial network, batch 128)": ("tutorial-fast fp32 relu-then-pool", "tutorial-fast fp32"),
     "channels-last in fp32 (airnet, batch 1000)": ("fast fp32 contiguous", "fast fp32"),
+    "frozen whitening bias (airnet, batch 1000)": ("fast", "fast frozen whitening bias"),
+    "frozen whitening bias in fp32 (airnet, batch 1000)": ("fast fp32", "fast fp32 frozen whitening bias"),
 }
-# --isa avx2: oneDNN's and ATen's documented switches restrict an AVX-512 machine to AVX2 (no
-# bf16 there, so the bf16 cases fall back to fp32 as they would on such a CPU; `autocast` says so).
-ISA_ENV = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}
+PEAK_CASE = "conv peak"  # not a training case: one large 3x3 conv's forward, the most this machine's conv kernels do
 
 
 def child(name: str) -> dict:
@@ -69,6 +76,8 @@ def child(name: str) -> dict:
     from convnet.engine.recipes import RECIPES
     from convnet.engine.run_folder import RunFolder
 
+    if name == PEAK_CASE:
+        return conv_peak()
     recipe, n, variation = CASES[name]
     variation = dict(variation)
     if variation.pop("default_malloc", False):
@@ -87,10 +96,51 @@ def child(name: str) -> dict:
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         seconds = trainer.train_epoch(1)[2]
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+        forward_flop = forward_flop_per_image(trainer.model, images[:2].float())
     tuned = keep_freed_memory.cache_info().currsize == 1  # whether the trainer's call really ran
     assert tuned != (name == "fast default malloc"), f"{name}: the allocator setting is not the one this case measures"
     return {"ms_per_image": 1000 * seconds / n, "minor_faults_per_image": faults / n, "batch_size": config.batch_size,
-            "autocast": str(trainer.amp), "malloc_tuned": tuned}
+            "autocast": str(trainer.amp), "malloc_tuned": tuned,
+            # A training step costs about 3 forwards (forward, input gradient, weight gradient).
+            "gflop_per_s": 3 * forward_flop * n / seconds / 1e9}
+
+
+def forward_flop_per_image(model, x) -> float:
+    """Multiply-adds x 2 of every conv and linear layer in one forward pass, per image."""
+    import torch
+
+    flop = 0.0
+
+    def count(module, inputs, output):
+        nonlocal flop
+        weight = module.weight
+        flop += 2 * output.numel() / len(output) * weight[0].numel()  # each output value: one dot product over a filter
+
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    hooks = [m.register_forward_hook(count) for m in layers]
+    with torch.no_grad():
+        model.eval()(x.contiguous())
+    for h in hooks:
+        h.remove()
+    return flop
+
+
+def conv_peak() -> dict:
+    """GFLOP/s of airnet's largest conv (256 -> 256 channels, 3x3, 7x7 images, batch 1000, fp32) alone."""
+    import time
+
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.randn(1000, 256, 7, 7).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(256, 256, 3, 3).contiguous(memory_format=torch.channels_last)
+    for _ in range(2):
+        F.conv2d(x, w, padding=1)
+    start, repeats = time.perf_counter(), 5
+    for _ in range(repeats):
+        F.conv2d(x, w, padding=1)
+    seconds = (time.perf_counter() - start) / repeats
+    return {"gflop_per_s": 2 * 256 * 256 * 9 * 49 * 1000 / seconds / 1e9}
 
 
 def main() -> None:
@@ -103,14 +153,15 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child)))
         return
-    names = args.only.split(",") if args.only else list(CASES)
-    env = {**os.environ, **ISA_ENV.get(args.isa, {})}
+    names = args.only.split(",") if args.only else [*CASES, PEAK_CASE]
+    env = isa_env(args.isa)  # with --isa avx2 the bf16 cases fall back to fp32, as on such a CPU; `autocast` says so
     runs: dict[str, list[dict]] = {name: [] for name in names}
     for round_ in range(args.repeats):
         for name in names:
             out = subprocess.run([sys.executable, __file__, "--child", name], check=True, stdout=subprocess.PIPE, text=True, env=env).stdout
             runs[name].append(json.loads(out.strip().splitlines()[-1]))
             print(f"round {round_ + 1}/{args.repeats}  {name}: {runs[name][-1]['ms_per_image']:.4f} ms/image", flush=True)
+    peak = statistics.median(r["gflop_per_s"] for r in runs.pop(PEAK_CASE)) if PEAK_CASE in runs else None
     cases = {
         name: {
             "ms_per_image": statistics.median(r["ms_per_image"] for r in rs),
@@ -119,6 +170,7 @@ def main() -> None:
             "batch_size": rs[0]["batch_size"],
             "autocast": rs[0]["autocast"],
             "malloc_tuned": rs[0]["malloc_tuned"],
+            "gflop_per_s": statistics.median(r["gflop_per_s"] for r in rs),
         }
         for name, rs in runs.items()
     }
@@ -133,6 +185,9 @@ def main() -> None:
                   f"each case in its own process, median of {args.repeats} interleaved rounds",
         "cases": cases,
         "speedup_of_shipped_choice": speedups,
+        "fp32_conv_peak_gflop_per_s": peak,
+        "fp32_share_of_conv_peak": {name: c["gflop_per_s"] / peak for name, c in cases.items()
+                                    if peak and c["autocast"] == "None"},
     })
 
 

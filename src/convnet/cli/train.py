@@ -47,6 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bias-lr-scale", type=float, help="learning-rate multiplier for biases and norm parameters")
     p.add_argument("--bias-decay", action=argparse.BooleanOptionalAction, default=None,
                    help="decay biases and norm parameters by as much per step as the weights (airbench)")
+    p.add_argument("--whiten-bias-epochs", type=int, metavar="N",
+                   help="airnet: train the whitening layer's bias only in the first N epochs, then freeze it (faster steps; 0: train it throughout)")
     p.add_argument("--schedule", choices=cfg.SCHEDULES, help="learning-rate schedule after the warm-up")
     p.add_argument("--warmup-epochs", type=float)
     p.add_argument("--label-smoothing", type=float)

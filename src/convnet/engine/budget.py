@@ -1,7 +1,8 @@
 """Time budgets: `convnet train --time-budget 8m` fits the run to the machine it runs on.
 
 A probe trainer, built exactly as the run's, times a few training steps (the median of single
-steps, after two untimed ones), one validation and one checkpoint on this machine; the plan is then the largest number of epochs
+steps, after two untimed ones; and again for the cheaper steps after --whiten-bias-epochs),
+one validation and one checkpoint on this machine; the plan is then the largest number of epochs
 whose training, per-epoch validation and final evaluation (with its TTA) fit in the budget,
 planned at SAFETY of it so that a busy machine's drift stays inside. The run then trains with
 `epochs` set to the plan, so the learning-rate schedule (warm-up, linear decay) spans exactly
@@ -14,7 +15,6 @@ time the run really took.
 from __future__ import annotations
 
 import json
-import math
 import statistics
 import tempfile
 import time
@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from convnet.engine.checkpoint import save_model
+from convnet.engine.config import MAX_EPOCHS
 from convnet.engine.distributed import Group, sum_over_ranks
 from convnet.engine.loop import model_info
 from convnet.engine.state_file import save_state
@@ -39,6 +40,7 @@ PROBE_STEPS = 5  # timed training steps, one at a time
 class Plan:
     budget_s: float  # the budget asked for
     step_s: float  # measured seconds per training step (mean over the ranks under torchrun)
+    frozen_step_s: float  # the same once --whiten-bias-epochs have passed (backward does less); step_s without them
     validation_s: float  # measured seconds of one validation pass (no TTA)
     checkpoint_s: float  # measured seconds of one epoch's checkpoint (model file and resume state)
     final_evaluation_s: float  # measured seconds of the final TTA evaluation (0 without TTA)
@@ -56,17 +58,27 @@ def plan_epochs(trainer: TorchTrainer, budget_s: float, group: Group) -> Plan:
         trainer.train_epoch(0, max_steps=1)
     # The median of single steps: one step slowed by another process does not skew the plan.
     step_s = statistics.median(_timed(lambda: trainer.train_epoch(0, max_steps=1)) for _ in range(PROBE_STEPS))
+    frozen_from = trainer.config.whiten_bias_epochs if trainer.whitening_bias is not None and not group.active else 0
+    frozen_s = step_s
+    if frozen_from:  # an epoch past them, where the whitening bias no longer learns
+        trainer.train_epoch(frozen_from, max_steps=1)
+        frozen_s = statistics.median(_timed(lambda: trainer.train_epoch(frozen_from, max_steps=1)) for _ in range(PROBE_STEPS))
     validation_s = _timed(lambda: trainer.validate(0)) if trainer.data.val is not None else 0.0
     final_s = _timed(lambda: trainer.validate(trainer.config.tta)) if trainer.config.tta and trainer.data.val is not None else 0.0
     checkpoint_s = _timed(lambda: _checkpoint_to_scratch(trainer)) if group.main else 0.0
     probe_s = time.perf_counter() - start
     if group.active:  # every rank must plan the same run: the mean of every measurement (rank 0 alone saves)
-        measured = torch.tensor([step_s, validation_s, final_s, checkpoint_s * group.world, probe_s], dtype=torch.float64)
-        step_s, validation_s, final_s, checkpoint_s, probe_s = (sum_over_ranks(group, measured) / group.world).tolist()
-    per_epoch = trainer.steps_per_epoch * step_s + validation_s + checkpoint_s
-    epochs = max(1, math.floor((SAFETY * budget_s - probe_s - final_s) / per_epoch))
-    return Plan(budget_s, step_s, validation_s, checkpoint_s, final_s, probe_s, trainer.steps_per_epoch, epochs,
-                probe_s + epochs * per_epoch + final_s)
+        measured = torch.tensor([step_s, frozen_s, validation_s, final_s, checkpoint_s * group.world, probe_s], dtype=torch.float64)
+        step_s, frozen_s, validation_s, final_s, checkpoint_s, probe_s = (sum_over_ranks(group, measured) / group.world).tolist()
+
+    def estimate(epochs: int) -> float:  # seconds of a run of `epochs`, the probe included
+        steps = trainer.steps_per_epoch * (min(epochs, frozen_from or epochs) * step_s + max(0, epochs - (frozen_from or epochs)) * frozen_s)
+        return probe_s + steps + epochs * (validation_s + checkpoint_s) + final_s
+
+    epochs = 1
+    while epochs < MAX_EPOCHS and estimate(epochs + 1) <= SAFETY * budget_s:
+        epochs += 1
+    return Plan(budget_s, step_s, frozen_s, validation_s, checkpoint_s, final_s, probe_s, trainer.steps_per_epoch, epochs, estimate(epochs))
 
 
 def write_plan(path: Path, plan: Plan) -> None:

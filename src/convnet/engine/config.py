@@ -27,6 +27,7 @@ DIST_BACKENDS = ("auto", "gloo", "nccl")  # auto: NCCL for CUDA, gloo on CPUs (e
 TTA_LEVELS = tuple(TTA_WEIGHTS)
 CHANNELS = (1, 3)
 MAX_IMAGE_SIDE = 4096  # pixels; larger images would not fit a batch in memory anyway
+MAX_EPOCHS = 100_000
 MAX_NAME_LENGTH = 100  # characters of a run folder name
 FLIP_CHOICES = FLIP_MODES
 
@@ -58,6 +59,9 @@ class TrainConfig:
     muon_lr: float = 0.24  # muon only: step size of the orthogonalized filter updates (airbench94_muon)
     muon_momentum: float = 0.6  # muon only: Nesterov momentum of the filter updates (airbench94_muon)
     bias_decay: bool = False  # decay biases and norm shifts too, by as much per step as the weights (airbench)
+    # airnet: its whitening layer's bias learns only in these first epochs, its rate decaying to 0
+    # over them, then is frozen (airbench: 3); 0: it learns throughout
+    whiten_bias_epochs: int = 0
     schedule: str = "constant"  # constant | linear (warm-up, then linear decay to 0)
     warmup_epochs: float = 0.0  # linear warm-up length, in epochs (fractions allowed)
     label_smoothing: float = 0.0
@@ -225,7 +229,7 @@ _CHECKS = {
     "loader_workers": _int_at_least(0, 256),
     "model": _model,
     "model_args": _model_args,
-    "epochs": _int_at_least(1, 100_000),
+    "epochs": _int_at_least(1, MAX_EPOCHS),
     "time_budget": _optional(_float_in(0.0, 30 * 24 * 3600.0, low_open=True)),
     "batch_size": _int_at_least(1, 1_000_000),
     "optimizer": _one_of(OPTIMIZERS),
@@ -236,6 +240,7 @@ _CHECKS = {
     "muon_lr": _float_in(0.0, None, low_open=True),
     "muon_momentum": _float_in(0.0, 1.0),
     "bias_decay": _boolean,
+    "whiten_bias_epochs": _int_at_least(0, MAX_EPOCHS),
     "schedule": _one_of(SCHEDULES),
     "warmup_epochs": _float_in(0.0, None),
     "label_smoothing": _float_in(0.0, 1.0),

@@ -4,7 +4,9 @@
 - weights (2-D and up) at `lr` with `weight_decay`;
 - biases and normalization parameters at `lr * bias_lr_scale` and, with `bias_decay`, the
   same decay per step as the weights (airbench's rule);
-- with `optimizer="muon"`, conv filters (4-D) by Muon instead of SGD.
+- with `optimizer="muon"`, conv filters (4-D) by Muon instead of SGD;
+- with `whiten_bias_epochs`, the bias of airnet's whitening layer in a group of its own that
+  learns only for those first epochs (airbench's rule; `whitening_bias` and the trainer).
 
 Muon (Keller Jordan et al. 2024, "Muon: MomentUm Orthogonalized by Newton-Schulz"; used by
 airbench94_muon for 94% on CIFAR-10 in 8 epochs where SGD needs 9.9): each filter bank's
@@ -83,7 +85,22 @@ class MuonSGD(torch.optim.Optimizer):
         return loss
 
 
+def whitening_bias(model: nn.Module, config: TrainConfig) -> nn.Parameter | None:
+    """The parameter `config.whiten_bias_epochs` limits: the bias of the model's whitening layer, if asked.
+
+    Raises:
+        ConfigError: asked of a model without a whitening layer.
+    """
+    if not config.whiten_bias_epochs:
+        return None
+    whiten = getattr(model, "whiten", None)
+    if not isinstance(whiten, nn.Conv2d) or whiten.bias is None:
+        raise ConfigError(f"--whiten-bias-epochs applies to a patch-whitening first layer (airnet); model {config.model!r} has none, so leave it at 0.")
+    return whiten.bias
+
+
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer of `config` over `model`'s parameters; a group with `"epochs": n` learns only in the first n epochs."""
     params = [p for p in model.parameters() if p.requires_grad]
     muon = config.optimizer == "muon"
     if muon and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
@@ -92,13 +109,16 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
             f"BatchNorm after their convs (airnet, resnet); model {config.model!r} has none, so use sgd or adam."
         )
     filters = [p for p in params if muon and p.ndim == 4]
-    rest = [p for p in params if not (muon and p.ndim == 4)]
+    short_lived = whitening_bias(model, config)
+    rest = [p for p in params if not (muon and p.ndim == 4) and p is not short_lived]
     weights, biases = [p for p in rest if p.ndim > 1], [p for p in rest if p.ndim <= 1]
     bias_decay = config.weight_decay / config.bias_lr_scale if config.bias_decay else 0.0
     groups = [
         {"params": weights, "weight_decay": config.weight_decay, "lr": config.lr},
         {"params": biases, "weight_decay": bias_decay, "lr": config.lr * config.bias_lr_scale},
     ]
+    if short_lived is not None:
+        groups.append({"params": [short_lived], "weight_decay": bias_decay, "lr": config.lr * config.bias_lr_scale, "epochs": config.whiten_bias_epochs})
     # torch's fused kernels update every tensor in one pass instead of one small op per tensor.
     fused = all(p.device.type in ("cpu", "cuda") for p in params)
     if config.optimizer == "adam":

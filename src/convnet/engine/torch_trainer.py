@@ -28,7 +28,7 @@ from convnet.engine.distributed import SINGLE, Group, device_of, on_rank_0, scal
 from convnet.engine.ema import WeightAverage
 from convnet.engine.inference import autocast, autocast_dtype, batched_logits, resolve_device
 from convnet.engine.loop import EpochLoop, TrainData, TrainingDiverged, epoch_seed, model_info
-from convnet.engine.optim import build_optimizer
+from convnet.engine.optim import build_optimizer, whitening_bias
 from convnet.engine.run_folder import RunFolder
 from convnet.engine.schedule import lr_factor
 from convnet.engine.state_file import check_optimizer, check_tensors
@@ -59,11 +59,16 @@ class TorchTrainer(EpochLoop):
         if config.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.model, config)
+        self.whitening_bias = whitening_bias(self.model, config)
         self.steps_per_epoch = self.source.steps_per_epoch
         self.report_every = max(1, min(25, self.steps_per_epoch // 20))  # progress-bar updates: ~20 per epoch
         total, warmup = config.epochs * self.steps_per_epoch, round(config.warmup_epochs * self.steps_per_epoch)
         self.lr_factor = lambda step: lr_factor(step, total, warmup, config.schedule)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factor)
+        # One factor per parameter group: a group that learns only for its first epochs decays to 0 over them.
+        self.lr_factors = [self.lr_factor if "epochs" not in g else
+                           (lambda step, n=g["epochs"] * self.steps_per_epoch: lr_factor(step, n, 0, "linear"))
+                           for g in self.optimizer.param_groups]
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factors)
         self.ema = WeightAverage(self.model, config.ema) if config.ema else None
         self.forward = self._wrapped(config)
 
@@ -114,9 +119,9 @@ class TorchTrainer(EpochLoop):
         # saved numbers: the run repeats exactly, and a learning rate edited there takes effect.
         steps = state["epoch"] * self.steps_per_epoch
         self.scheduler.last_epoch = steps
-        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
+        for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs, self.lr_factors, strict=True):
             group["initial_lr"] = base
-            group["lr"] = base * self.lr_factor(steps)
+            group["lr"] = base * factor(steps)
         if self.ema is not None:
             self.ema.model.load_state_dict(state["ema"])
         self.history = [dict(row) for row in history]
@@ -132,6 +137,11 @@ class TorchTrainer(EpochLoop):
         gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
         torch.manual_seed(epoch_seed(cfg.seed, epoch))  # dropout and other global-RNG layers
         self.model.train()
+        if self.whitening_bias is not None and not self.group.active:
+            # Past its epochs the bias's rate is 0: without its gradient, backward also skips the
+            # first conv's input gradient. (DDP needs a fixed set of learning parameters, so under
+            # torchrun it keeps the gradient and the zero rate alone holds it still.)
+            self.whitening_bias.requires_grad_(epoch < cfg.whiten_bias_epochs)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
         seen, start = 0, time.perf_counter()

@@ -1,0 +1,106 @@
+"""--whiten-bias-epochs: airnet's whitening bias learns only in the first epochs (airbench's rule).
+
+Checked against the rule written out here: its rate falls on a straight line to 0 over those
+epochs while every other group follows the run's schedule; afterwards the bias never moves,
+backward no longer computes the first conv's input gradient (the saving), and a run resumed
+past them ends bitwise like an uninterrupted one.
+"""
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from convnet.engine.config import TrainConfig
+from convnet.engine.prepare import prepare_data
+from convnet.engine.recipes import RECIPES
+from convnet.engine.run_folder import RunFolder
+from convnet.engine.state_file import read_state
+from convnet.engine.torch_trainer import TorchTrainer
+from convnet.engine.train import resume, train
+from convnet.errors import ConfigError
+
+WHITEN_EPOCHS = 1
+
+
+def _config(data, tmp_path, name="r", **kw) -> TrainConfig:
+    base = dict(data=str(data), runs_dir=str(tmp_path / "runs"), name=name, epochs=3, batch_size=24, val_split=0.25,
+                whiten_bias_epochs=WHITEN_EPOCHS, precision="fp32", model_args={"widths": [8, 16, 16]})
+    return dataclasses.replace(RECIPES["fast"], **{**base, **kw})
+
+
+def _trainer(config: TrainConfig) -> TorchTrainer:
+    return TorchTrainer(config, prepare_data(config), RunFolder.create(config), progress=False)
+
+
+def test_its_rate_falls_to_zero_over_its_epochs_while_the_others_follow_the_schedule(colour_folder, tmp_path):
+    trainer = _trainer(_config(colour_folder, tmp_path))
+    groups = trainer.optimizer.param_groups
+    (short,) = [g for g in groups if "epochs" in g]
+    assert short["params"] == [trainer.model.whiten.bias]
+    n, total = trainer.steps_per_epoch, 3 * trainer.steps_per_epoch
+    peak = {id(g): g["initial_lr"] for g in groups}
+    trainer.train_epoch(0, max_steps=2)
+    assert short["lr"] == pytest.approx(peak[id(short)] * (1 - 2 / n))
+    for g in groups:
+        if g is not short:
+            assert g["lr"] == pytest.approx(peak[id(g)] * (1 - 2 / total))  # the fast recipe's linear decay
+
+
+def test_it_learns_in_its_epochs_then_never_moves(colour_folder, tmp_path):
+    trainer = _trainer(_config(colour_folder, tmp_path))
+    bias = trainer.model.whiten.bias
+    start = bias.detach().clone()
+    trainer.train_epoch(0)
+    learned = bias.detach().clone()
+    assert not torch.equal(learned, start)
+    assert all(g["lr"] == 0 for g in trainer.optimizer.param_groups if "epochs" in g)
+    head, conv = trainer.model.head.fc.weight.detach().clone(), trainer.model.groups[0].conv1.weight.detach().clone()
+    for epoch in (1, 2):
+        trainer.train_epoch(epoch)
+        assert torch.equal(bias.detach(), learned)
+    assert not torch.equal(trainer.model.groups[0].conv1.weight.detach(), conv), "the rest of the network still learns"
+    assert not torch.equal(trainer.model.head.fc.weight.detach(), head)
+
+
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")  # the point: once frozen, no input needs a gradient
+def test_once_frozen_backward_skips_the_first_convs_input_gradient(colour_folder, tmp_path):
+    trainer = _trainer(_config(colour_folder, tmp_path))
+    seen = []
+    trainer.model.groups[0].conv1.register_full_backward_hook(lambda module, grad_in, grad_out: seen.append(grad_in[0] is not None))
+    trainer.train_epoch(0, max_steps=1)
+    trainer.train_epoch(WHITEN_EPOCHS, max_steps=1)
+    assert seen == [True, False]
+
+
+def test_a_run_resumed_past_its_epochs_ends_like_an_uninterrupted_one(colour_folder, tmp_path, monkeypatch):
+    whole = train(_config(colour_folder, tmp_path, name="whole"), progress=False)
+
+    real = TorchTrainer.train_epoch
+
+    def killed_in_the_last_epoch(self, epoch, max_steps=None):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real(self, epoch, max_steps)
+
+    monkeypatch.setattr(TorchTrainer, "train_epoch", killed_in_the_last_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(colour_folder, tmp_path, name="killed"), progress=False)
+    monkeypatch.setattr(TorchTrainer, "train_epoch", real)
+    assert read_state(tmp_path / "runs" / "killed" / "state.safetensors")["epoch"] == 2  # past the bias's epoch
+    resumed = resume(tmp_path / "runs" / "killed", progress=False)
+    a, b = load_file(whole.run_dir / "model.safetensors"), load_file(resumed.run_dir / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_model_without_a_whitening_layer_is_refused(colour_folder, tmp_path):
+    config = TrainConfig(data=str(colour_folder), runs_dir=str(tmp_path / "runs"), name="t", whiten_bias_epochs=2)
+    with pytest.raises(ConfigError, match="whiten-bias-epochs"):
+        train(config, progress=False)
+    assert not (tmp_path / "runs" / "t").exists()
+    cli = subprocess.run([sys.executable, "-m", "convnet", "train", "--data", str(colour_folder), "--whiten-bias-epochs", "2",
+                          "--runs-dir", str(tmp_path / "runs"), "--quiet"], capture_output=True, text=True)
+    assert cli.returncode == 2 and "Traceback" not in cli.stderr
+    assert len(cli.stderr.strip().splitlines()) == 1 and "airnet" in cli.stderr
