@@ -24,6 +24,14 @@ def isa_env(isa: str) -> dict:
     return {**os.environ, **ISA_ENV.get(isa, {})}
 
 
+def isa_effect(isa: str) -> dict:
+    """What a child process under `isa_env(isa)` sees: ATen's kernels and whether convnet would train in bf16."""
+    probe = ("import json, torch; print(json.dumps({'torch_cpu_capability': torch.backends.cpu.get_cpu_capability(), "
+             "'bf16_cpu': bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())}))")
+    out = subprocess.run([sys.executable, "-c", probe], env=isa_env(isa), check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
 def machine() -> dict:
     cpu, flags = platform.processor(), []
     try:

@@ -16,7 +16,8 @@ every case alike. Compared, each against the recipe as shipped:
     precision   fp32 against bf16 autocast, for the tutorial network and airnet
     frozen whitening bias   airnet's steps once --whiten-bias-epochs have passed
 
-Each case also reports the FLOP rate it reached (3 forward passes' multiply-adds per image), and
+Each case also reports the FLOP rate it reached (the multiply-adds of the forward pass and of the
+gradients the step really computes), and
 `conv peak` times airnet's largest conv alone in fp32: what the conv kernels can do on this
 machine at most, against which every fp32 case's rate is set.
 
@@ -33,7 +34,7 @@ import sys
 import tempfile
 from dataclasses import replace
 
-from _common import ISA_ENV, isa_env, write_result
+from _common import ISA_ENV, isa_effect, isa_env, write_result
 
 # name -> (recipe, images per epoch, variation from the recipe)
 CASES = {
@@ -50,7 +51,7 @@ CASES = {
     "fast frozen whitening bias": ("fast", 10_000, {"whiten_bias_epochs": 1}),
     "fast fp32 frozen whitening bias": ("fast", 10_000, {"precision": "fp32", "whiten_bias_epochs": 1}),
 }
-# (what is compared, the slower variant, the shipped one)
+# (what is compared, the variant without it, the variant with it)
 COMPARISONS = {
     "allocator (airnet, batch 1000)": ("fast default malloc", "fast"),
     "pool then ReLU (tutorial network, batch 128)": ("tutorial-fast relu-then-pool", "tutorial-fast"),
@@ -96,29 +97,32 @@ def child(name: str) -> dict:
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         seconds = trainer.train_epoch(1)[2]
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
-        forward_flop = forward_flop_per_image(trainer.model, images[:2].float())
+        step_flop = training_flop_per_image(trainer.model, images[:2].float())
     tuned = keep_freed_memory.cache_info().currsize == 1  # whether the trainer's call really ran
     assert tuned != (name == "fast default malloc"), f"{name}: the allocator setting is not the one this case measures"
     return {"ms_per_image": 1000 * seconds / n, "minor_faults_per_image": faults / n, "batch_size": config.batch_size,
             "autocast": str(trainer.amp), "malloc_tuned": tuned,
-            # A training step costs about 3 forwards (forward, input gradient, weight gradient).
-            "gflop_per_s": 3 * forward_flop * n / seconds / 1e9}
+            "gflop_per_s": step_flop * n / seconds / 1e9}
 
 
-def forward_flop_per_image(model, x) -> float:
-    """Multiply-adds x 2 of every conv and linear layer in one forward pass, per image."""
+def training_flop_per_image(model, x) -> float:
+    """Multiply-adds x 2 per image of one training step's conv and linear layers, as the timed epoch ran them.
+
+    Each layer's forward, its weight gradient when its weight learns, and its input gradient when
+    its input needs one (the first conv's, only while the whitening bias learns).
+    """
     import torch
 
     flop = 0.0
 
     def count(module, inputs, output):
         nonlocal flop
-        weight = module.weight
-        flop += 2 * output.numel() / len(output) * weight[0].numel()  # each output value: one dot product over a filter
+        one_pass = 2 * output.numel() / len(output) * module.weight[0].numel()  # each output value: one dot product over a filter
+        flop += one_pass * (1 + module.weight.requires_grad + inputs[0].requires_grad)
 
     layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     hooks = [m.register_forward_hook(count) for m in layers]
-    with torch.no_grad():
+    with torch.enable_grad():
         model.eval()(x.contiguous())
     for h in hooks:
         h.remove()
@@ -160,7 +164,9 @@ def main() -> None:
         for name in names:
             out = subprocess.run([sys.executable, __file__, "--child", name], check=True, stdout=subprocess.PIPE, text=True, env=env).stdout
             runs[name].append(json.loads(out.strip().splitlines()[-1]))
-            print(f"round {round_ + 1}/{args.repeats}  {name}: {runs[name][-1]['ms_per_image']:.4f} ms/image", flush=True)
+            figure = runs[name][-1]
+            shown = f"{figure['ms_per_image']:.4f} ms/image" if "ms_per_image" in figure else f"{figure['gflop_per_s']:.0f} GFLOP/s"
+            print(f"round {round_ + 1}/{args.repeats}  {name}: {shown}", flush=True)
     peak = statistics.median(r["gflop_per_s"] for r in runs.pop(PEAK_CASE)) if PEAK_CASE in runs else None
     cases = {
         name: {
@@ -180,7 +186,7 @@ def main() -> None:
         print(f"{what}: {x:.3f}x")
     # One file per instruction set: native figures and AVX2-restricted ones are kept side by side.
     write_result("engine_speed" if args.isa == "native" else f"engine_speed_{args.isa}", {
-        "isa": args.isa, "isa_env": ISA_ENV.get(args.isa, {}),
+        "isa": args.isa, "isa_env": ISA_ENV.get(args.isa, {}), "isa_effect": isa_effect(args.isa),
         "method": "one epoch of the real training loop on random 3x32x32 images after one warm-up epoch, "
                   f"each case in its own process, median of {args.repeats} interleaved rounds",
         "cases": cases,

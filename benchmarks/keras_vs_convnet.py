@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from _common import ISA_ENV, REPO, SHARED_CIFAR, isa_env, timed_run, write_result
+from _common import ISA_ENV, REPO, SHARED_CIFAR, isa_effect, isa_env, timed_run, write_result
 
 KERAS_VENV = REPO / "benchmarks" / ".venv-keras"
 RECIPES = ("tutorial", "tutorial-fast")
@@ -104,7 +104,7 @@ def main() -> None:
         results[name]["val_acc_minus_keras"] = results[name]["val_acc"] - keras["val_acc"]
     fast = results["tutorial-fast"]
     write_result("keras_vs_convnet" if args.isa == "native" else f"keras_vs_convnet_{args.isa}", {
-        "isa": args.isa, "isa_env": ISA_ENV.get(args.isa, {}), "data": args.data,
+        "isa": args.isa, "isa_env": ISA_ENV.get(args.isa, {}), "isa_effect": isa_effect(args.isa), "data": args.data,
         "split": {**sizes, "seed": args.seed, "note": "validation carved from the CIFAR-10 training images; the test split is withheld"},
         "method": f"median over {args.repeats} rounds, each running Keras, then convnet's recipes; speedups are per round, then the median",
         "keras": keras, "convnet": results,

@@ -6,6 +6,7 @@ backward no longer computes the first conv's input gradient (the saving), and a 
 past them ends bitwise like an uninterrupted one.
 """
 import dataclasses
+import json
 import subprocess
 import sys
 
@@ -75,21 +76,22 @@ def test_once_frozen_backward_skips_the_first_convs_input_gradient(colour_folder
     assert seen == [True, False]
 
 
-def test_a_run_resumed_past_its_epochs_ends_like_an_uninterrupted_one(colour_folder, tmp_path, monkeypatch):
-    whole = train(_config(colour_folder, tmp_path, name="whole"), progress=False)
+@pytest.mark.parametrize("whiten_epochs, killed_in", [(1, 2), (2, 1)], ids=["killed-past-its-epochs", "killed-within-them"])
+def test_a_resumed_run_ends_like_an_uninterrupted_one(colour_folder, tmp_path, monkeypatch, whiten_epochs, killed_in):
+    whole = train(_config(colour_folder, tmp_path, name="whole", whiten_bias_epochs=whiten_epochs), progress=False)
 
     real = TorchTrainer.train_epoch
 
-    def killed_in_the_last_epoch(self, epoch, max_steps=None):
-        if epoch == 2:
+    def killed(self, epoch, max_steps=None):
+        if epoch == killed_in:
             raise KeyboardInterrupt
         return real(self, epoch, max_steps)
 
-    monkeypatch.setattr(TorchTrainer, "train_epoch", killed_in_the_last_epoch)
+    monkeypatch.setattr(TorchTrainer, "train_epoch", killed)
     with pytest.raises(KeyboardInterrupt):
-        train(_config(colour_folder, tmp_path, name="killed"), progress=False)
+        train(_config(colour_folder, tmp_path, name="killed", whiten_bias_epochs=whiten_epochs), progress=False)
     monkeypatch.setattr(TorchTrainer, "train_epoch", real)
-    assert read_state(tmp_path / "runs" / "killed" / "state.safetensors")["epoch"] == 2  # past the bias's epoch
+    assert read_state(tmp_path / "runs" / "killed" / "state.safetensors")["epoch"] == killed_in
     resumed = resume(tmp_path / "runs" / "killed", progress=False)
     a, b = load_file(whole.run_dir / "model.safetensors"), load_file(resumed.run_dir / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -104,3 +106,12 @@ def test_a_model_without_a_whitening_layer_is_refused(colour_folder, tmp_path):
                           "--runs-dir", str(tmp_path / "runs"), "--quiet"], capture_output=True, text=True)
     assert cli.returncode == 2 and "Traceback" not in cli.stderr
     assert len(cli.stderr.strip().splitlines()) == 1 and "airnet" in cli.stderr
+
+
+def test_the_fast_recipe_still_trains_another_model_from_the_command_line(colour_folder, tmp_path):
+    # `fast` sets the rule for airnet's whitening layer; naming another model drops it (given explicitly, it is refused above).
+    cli = subprocess.run([sys.executable, "-m", "convnet", "train", "--recipe", "fast", "--model", "resnet", "--data", str(colour_folder),
+                          "--epochs", "1", "--batch-size", "24", "--runs-dir", str(tmp_path / "runs"), "--name", "resnet", "--quiet"],
+                         capture_output=True, text=True)
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads((tmp_path / "runs" / "resnet" / "config.json").read_text())["whiten_bias_epochs"] == 0

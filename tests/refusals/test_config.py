@@ -54,6 +54,7 @@ BAD_VALUES: dict[str, list] = {
     "muon_lr": [0.0, -1, NAN, INF],
     "muon_momentum": [1.0, -0.5, NAN],
     "bias_decay": [0, 1, "true", None],
+    "whiten_bias_epochs": [-1, 1.5, "3", True, None, 100_001, NAN],
     "schedule": ["cosine", "", None],
     "warmup_epochs": [-1.0, NAN, INF, "1"],
     "label_smoothing": [-0.1, 1.0, NAN],

@@ -96,6 +96,8 @@ def config_from_args(args: argparse.Namespace):
     augment = {k: getattr(args, k) for k in ("flip", "translate", "cutout") if getattr(args, k) is not None}
     if augment:
         given["augment"] = dataclasses.replace(base.augment, **augment)
+    if given.get("model", base.model) != base.model and "whiten_bias_epochs" not in given:
+        given["whiten_bias_epochs"] = 0  # the recipe's rule is for its own model's whitening layer (`--recipe fast --model resnet`)
     return dataclasses.replace(base, **given)
 
 

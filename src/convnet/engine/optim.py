@@ -95,7 +95,7 @@ def whitening_bias(model: nn.Module, config: TrainConfig) -> nn.Parameter | None
         return None
     whiten = getattr(model, "whiten", None)
     if not isinstance(whiten, nn.Conv2d) or whiten.bias is None:
-        raise ConfigError(f"--whiten-bias-epochs applies to a patch-whitening first layer (airnet); model {config.model!r} has none, so leave it at 0.")
+        raise ConfigError(f"--whiten-bias-epochs applies to a patch-whitening first layer (airnet); model {config.model!r} has none, so set it to 0.")
     return whiten.bias
 
 
