@@ -55,10 +55,11 @@ def test_the_scratch_engine_refuses_a_budget(colour_folder, tmp_path):
 
 def test_a_plan_counts_the_cheaper_steps_after_the_whitening_bias_freezes(colour_folder, tmp_path):
     config = TrainConfig(data=str(colour_folder), model="airnet", model_args={"widths": [8, 16, 16]}, batch_size=8, whiten_bias_epochs=1,
-                         schedule="linear", time_budget=BUDGET, runs_dir=str(tmp_path / "runs"), name="airnet", epochs=1)
+                         schedule="linear", tta=2, time_budget=BUDGET, runs_dir=str(tmp_path / "runs"), name="airnet", epochs=1)
     plan = json.loads((train(config, progress=False).run_dir / "plan.json").read_text())
     assert plan["epochs"] >= 2, plan
     # The estimate, written out: the first epoch's steps at the measured rate, the others at the frozen rate.
     steps = plan["steps_per_epoch"] * (plan["step_s"] + (plan["epochs"] - 1) * plan["frozen_step_s"])
     per_epoch = plan["validation_s"] + plan["checkpoint_s"]
     assert plan["estimated_s"] == pytest.approx(plan["probe_s"] + steps + plan["epochs"] * per_epoch + plan["final_evaluation_s"])
+    assert plan["final_evaluation_s"] == pytest.approx(6 * plan["validation_s"]), "TTA level 2 passes 6 views of each image"

@@ -2,7 +2,7 @@
 
 A probe trainer, built exactly as the run's, times a few training steps (the median of single
 steps, after two untimed ones; and again for the cheaper steps after --whiten-bias-epochs),
-one validation and one checkpoint on this machine; the plan is then the largest number of epochs
+one validation (the final evaluation costs one per TTA view) and one checkpoint on this machine; the plan is then the largest number of epochs
 whose training, per-epoch validation and final evaluation (with its TTA) fit in the budget,
 planned at SAFETY of it so that a busy machine's drift stays inside. The run then trains with
 `epochs` set to the plan, so the learning-rate schedule (warm-up, linear decay) spans exactly
@@ -29,6 +29,7 @@ from convnet.engine.distributed import Group, sum_over_ranks
 from convnet.engine.loop import model_info
 from convnet.engine.state_file import save_state
 from convnet.engine.torch_trainer import TorchTrainer
+from convnet.engine.tta import TTA_WEIGHTS
 from convnet.files import atomic_write
 
 SAFETY = 0.95  # the share of the budget the plan fills; the rest absorbs a noisy machine's drift
@@ -43,7 +44,7 @@ class Plan:
     frozen_step_s: float  # the same once --whiten-bias-epochs have passed (backward does less); step_s without them
     validation_s: float  # measured seconds of one validation pass (no TTA)
     checkpoint_s: float  # measured seconds of one epoch's checkpoint (model file and resume state)
-    final_evaluation_s: float  # measured seconds of the final TTA evaluation (0 without TTA)
+    final_evaluation_s: float  # seconds of the final TTA evaluation: one validation per view (0 without TTA)
     probe_s: float  # what measuring took, counted in the budget
     steps_per_epoch: int
     epochs: int  # the plan
@@ -64,7 +65,9 @@ def plan_epochs(trainer: TorchTrainer, budget_s: float, group: Group) -> Plan:
         trainer.train_epoch(frozen_from, max_steps=1)
         frozen_s = statistics.median(_timed(lambda: trainer.train_epoch(frozen_from, max_steps=1)) for _ in range(PROBE_STEPS))
     validation_s = _timed(lambda: trainer.validate(0)) if trainer.data.val is not None else 0.0
-    final_s = _timed(lambda: trainer.validate(trainer.config.tta)) if trainer.config.tta and trainer.data.val is not None else 0.0
+    # The final evaluation passes every view of each image: it costs one validation per TTA view
+    # (timing it instead would spend that much of the budget on measuring).
+    final_s = validation_s * len(TTA_WEIGHTS[trainer.config.tta]) if trainer.config.tta else 0.0
     checkpoint_s = _timed(lambda: _checkpoint_to_scratch(trainer)) if group.main else 0.0
     probe_s = time.perf_counter() - start
     if group.active:  # every rank must plan the same run: the mean of every measurement (rank 0 alone saves)
