@@ -75,7 +75,8 @@ def plan_epochs(trainer: TorchTrainer, budget_s: float, group: Group) -> Plan:
         step_s, frozen_s, validation_s, final_s, checkpoint_s, probe_s = (sum_over_ranks(group, measured) / group.world).tolist()
 
     def estimate(epochs: int) -> float:  # seconds of a run of `epochs`, the probe included
-        steps = trainer.steps_per_epoch * (min(epochs, frozen_from or epochs) * step_s + max(0, epochs - (frozen_from or epochs)) * frozen_s)
+        learning = min(epochs, frozen_from) if frozen_from else epochs  # epochs whose steps still train the whitening bias
+        steps = trainer.steps_per_epoch * (learning * step_s + (epochs - learning) * frozen_s)
         return probe_s + steps + epochs * (validation_s + checkpoint_s) + final_s
 
     epochs = 1
