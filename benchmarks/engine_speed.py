@@ -17,9 +17,8 @@ every case alike. Compared, each against the recipe as shipped:
     frozen whitening bias   airnet's steps once --whiten-bias-epochs have passed
 
 Each case also reports the FLOP rate it reached (the multiply-adds of the forward pass and of the
-gradients the step really computes), and
-`conv peak` times airnet's largest conv alone in fp32: what the conv kernels can do on this
-machine at most, against which every fp32 case's rate is set.
+gradients the step really computes). `conv peak` times airnet's largest conv alone in fp32, the
+most the conv kernels do on this machine, and every fp32 case's rate is set against it.
 
 Writes benchmarks/results/engine_speed.json.
 """

@@ -3,7 +3,7 @@
 Checked against the rule written out here: its rate falls on a straight line to 0 over those
 epochs while every other group follows the run's schedule; afterwards the bias never moves,
 backward no longer computes the first conv's input gradient (the saving), and a run resumed
-past them ends bitwise like an uninterrupted one.
+within or past them ends bitwise like an uninterrupted one.
 """
 import dataclasses
 import json
