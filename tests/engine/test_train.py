@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from convnet.engine.config import TrainConfig
+from convnet.engine.inference import autocast_dtype
 from convnet.engine.state_file import read_state
 from convnet.engine.train import TrainingDiverged, resume, train
 from convnet.errors import ConfigError
@@ -106,3 +107,28 @@ def test_same_seed_same_weights_on_cpu(colour_folder, tmp_path):
     b = train(_config(colour_folder, tmp_path, name="b", epochs=1), progress=False)
     wa, wb = load_file(a.run_dir / "model.safetensors"), load_file(b.run_dir / "model.safetensors")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_a_model_compiled_for_the_cpu_trains_in_fp32_and_bf16_by_name_is_refused(colour_folder, tmp_path):
+    # torch 2.13's inductor gives airnet NaN gradients under bf16 autocast on the CPU (engine.inference.autocast_dtype).
+    with pytest.raises(ConfigError, match="--compile with --precision bf16"):
+        train(_config(colour_folder, tmp_path, compile=True, precision="bf16"), progress=False)
+    assert not (tmp_path / "runs" / "r").exists()
+    cpu = torch.device("cpu")
+    assert autocast_dtype("auto", cpu, compiled=True) is None and autocast_dtype("fp32", cpu, compiled=True) is None
+    assert autocast_dtype("bf16", cpu) is torch.bfloat16
+
+
+def test_the_last_epoch_stops_after_its_steps_and_the_schedule_ends_with_them(colour_folder, tmp_path):
+    def trained(name, **kw):
+        result = train(_config(colour_folder, tmp_path, name=name, schedule="linear", **kw), progress=False)
+        steps = {float(s["step"]) for s in read_state(result.run_dir / "state.safetensors")["optimizer"]["state"].values()}
+        return result, steps.pop()
+
+    whole, whole_steps = trained("whole")
+    per_epoch = whole_steps / 2
+    assert per_epoch >= 2
+    short, short_steps = trained("short", last_epoch_steps=1)
+    assert short_steps == per_epoch + 1 and len(short.history) == 2
+    # Linear decay reaches 0 exactly at the planned last step, not at the end of a whole epoch.
+    assert short.history[-1]["lr"] == 0.0 and short.history[0]["lr"] == pytest.approx(1e-3 * (1 - per_epoch / (per_epoch + 1)))

@@ -45,6 +45,7 @@ BAD_VALUES: dict[str, list] = {
     "model_args": ["arch", [1], {"a b": 1}, {"1x": 1}, {"x": NAN}, {"x": {"y": 1}}],
     "epochs": [0, -1, 1.5, "2", True, 100_001, NAN],
     "time_budget": [0, 0.0, -1.0, "8m", True, NAN, INF, 31 * 24 * 3600.0],
+    "last_epoch_steps": [-1, 1.5, "3", True, None, 10**9 + 1, NAN],
     "batch_size": [0, -1, 2.0, None, True, 10**7],
     "optimizer": ["adamw", "", None],
     "lr": [0.0, -1e-3, NAN, INF, "0.001", True, None],

@@ -47,6 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bias-lr-scale", type=float, help="learning-rate multiplier for biases and norm parameters")
     p.add_argument("--bias-decay", action=argparse.BooleanOptionalAction, default=None,
                    help="decay biases and norm parameters by as much per step as the weights (airbench)")
+    p.add_argument("--last-epoch-steps", type=int, metavar="N",
+                   help="stop the last epoch after N steps, its learning-rate schedule ending there (--time-budget plans this; 0: a whole epoch)")
     p.add_argument("--whiten-bias-epochs", type=int, metavar="N",
                    help="airnet: train the whitening layer's bias only in the first N epochs, then freeze it (faster steps; 0: train it throughout)")
     p.add_argument("--schedule", choices=cfg.SCHEDULES, help="learning-rate schedule after the warm-up")
@@ -56,9 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flip", choices=cfg.FLIP_CHOICES, help="horizontal flip augmentation")
     p.add_argument("--translate", type=int, help="random translation by up to N pixels (reflect padding)")
     p.add_argument("--cutout", type=int, help="zero a random NxN square in each image")
-    p.add_argument("--precision", choices=cfg.PRECISIONS, help="auto: bf16 where the hardware supports it")
+    p.add_argument("--precision", choices=cfg.PRECISIONS, help="auto: bf16 where the hardware supports it (fp32 for a model compiled for the CPU)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model (on the CPU it trains in fp32: compiled bf16 diverges there)")
     p.add_argument("--device", choices=cfg.DEVICES)
     p.add_argument("--eval-batch-size", type=int)
     p.add_argument("--tta", type=int, choices=cfg.TTA_LEVELS, help="test-time augmentation for the final validation score")

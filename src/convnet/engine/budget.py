@@ -2,11 +2,14 @@
 
 A probe trainer, built exactly as the run's, times a few training steps (the median of single
 steps, after two untimed ones; and again for the cheaper steps after --whiten-bias-epochs),
-one validation (the final evaluation costs one per TTA view) and one checkpoint on this machine; the plan is then the largest number of epochs
-whose training, per-epoch validation and final evaluation (with its TTA) fit in the budget,
-planned at SAFETY of it so that a busy machine's drift stays inside. The run then trains with
-`epochs` set to the plan, so the learning-rate schedule (warm-up, linear decay) spans exactly
-the planned run, and a resumed run follows the same plan. The clock starts when the probe does
+one validation (the final evaluation costs one per TTA view) and one checkpoint on this machine; the plan is then the largest number of
+whole epochs whose training, per-epoch validation and final evaluation (with its TTA) fit in the
+budget, and as many steps of one more epoch as fit in what is left (that epoch stops early, as
+airbench's 9.9 epochs do), planned at SAFETY of the budget so that a busy machine's drift stays
+inside. Whole epochs alone would leave up to one epoch's time unused: a tenth of the budget for
+`fast` in 8 minutes. The run then trains with `epochs` and `last_epoch_steps` set to the plan,
+so the learning-rate schedule (warm-up, linear decay) spans exactly the planned steps, and a
+resumed run follows the same plan. The clock starts when the probe does
 (the data is loaded by then): the budget covers training plus the final evaluation.
 
 The run folder keeps `plan.json`: the budget, what was measured, the plan and, at the end, the
@@ -32,7 +35,7 @@ from convnet.engine.torch_trainer import TorchTrainer
 from convnet.engine.tta import TTA_WEIGHTS
 from convnet.files import atomic_write
 
-SAFETY = 0.95  # the share of the budget the plan fills; the rest absorbs a noisy machine's drift
+SAFETY = 0.97  # the share of the budget the plan fills; the rest absorbs a noisy machine's drift
 WARMUP_STEPS = 2  # untimed training steps first
 PROBE_STEPS = 5  # timed training steps, one at a time
 
@@ -47,7 +50,8 @@ class Plan:
     final_evaluation_s: float  # seconds of the final TTA evaluation: one validation per view (0 without TTA)
     probe_s: float  # what measuring took, counted in the budget
     steps_per_epoch: int
-    epochs: int  # the plan
+    epochs: int  # the plan: epochs, the last of them stopping after last_epoch_steps steps (0: whole)
+    last_epoch_steps: int
     estimated_s: float  # what the plan should take, probe included
     took_s: float | None = None  # what the run really took, written when it ends
 
@@ -74,15 +78,25 @@ def plan_epochs(trainer: TorchTrainer, budget_s: float, group: Group) -> Plan:
         measured = torch.tensor([step_s, frozen_s, validation_s, final_s, checkpoint_s * group.world, probe_s], dtype=torch.float64)
         step_s, frozen_s, validation_s, final_s, checkpoint_s, probe_s = (sum_over_ranks(group, measured) / group.world).tolist()
 
-    def estimate(epochs: int) -> float:  # seconds of a run of `epochs`, the probe included
-        learning = min(epochs, frozen_from) if frozen_from else epochs  # epochs whose steps still train the whitening bias
-        steps = trainer.steps_per_epoch * (learning * step_s + (epochs - learning) * frozen_s)
-        return probe_s + steps + epochs * (validation_s + checkpoint_s) + final_s
+    per_epoch = trainer.steps_per_epoch
 
+    def estimate(epochs: int, last_steps: int = 0) -> float:  # seconds of a run of `epochs` (the last stopping after last_steps), the probe included
+        steps = (epochs - 1) * per_epoch + (last_steps or per_epoch)
+        learning = min(steps, frozen_from * per_epoch) if frozen_from else steps  # steps that still train the whitening bias
+        return probe_s + learning * step_s + (steps - learning) * frozen_s + epochs * (validation_s + checkpoint_s) + final_s
+
+    limit = SAFETY * budget_s
     epochs = 1
-    while epochs < MAX_EPOCHS and estimate(epochs + 1) <= SAFETY * budget_s:
+    while epochs < MAX_EPOCHS and estimate(epochs + 1) <= limit:
         epochs += 1
-    return Plan(budget_s, step_s, frozen_s, validation_s, checkpoint_s, final_s, probe_s, trainer.steps_per_epoch, epochs, estimate(epochs))
+    last_steps = 0
+    if epochs < MAX_EPOCHS and estimate(epochs) <= limit and per_epoch > 1:
+        # The most steps of one more epoch that still fit; none if not even one does.
+        fits = [s for s in range(1, per_epoch) if estimate(epochs + 1, s) <= limit]
+        if fits:
+            epochs, last_steps = epochs + 1, fits[-1]
+    return Plan(budget_s, step_s, frozen_s, validation_s, checkpoint_s, final_s, probe_s, per_epoch, epochs, last_steps,
+                estimate(epochs, last_steps))
 
 
 def write_plan(path: Path, plan: Plan) -> None:
@@ -91,8 +105,9 @@ def write_plan(path: Path, plan: Plan) -> None:
 
 
 def describe(plan: Plan) -> str:
+    last = f", the last stopping after {plan.last_epoch_steps}" if plan.last_epoch_steps else ""
     text = (f"time budget {plan.budget_s:.0f} s: {plan.step_s * 1000:.0f} ms per step, {plan.validation_s:.1f} s per validation, "
-            f"so {plan.epochs} epochs of {plan.steps_per_epoch} steps (about {plan.estimated_s:.0f} s)")
+            f"so {plan.epochs} epochs of {plan.steps_per_epoch} steps{last} (about {plan.estimated_s:.0f} s)")
     if plan.estimated_s > plan.budget_s:
         text += "; even one epoch takes longer than the budget on this machine, so the run will end late"
     return text

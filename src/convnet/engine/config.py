@@ -50,6 +50,7 @@ class TrainConfig:
     # optimisation
     epochs: int = 10
     time_budget: float | None = None  # seconds: plan the epochs to fit training and the final evaluation in it (engine.budget)
+    last_epoch_steps: int = 0  # the last epoch stops after this many steps (a time budget plans it); 0: it is whole
     batch_size: int = 32
     optimizer: str = "adam"  # adam | sgd (Nesterov momentum) | muon (Muon for conv filters, SGD for the rest)
     lr: float = 1e-3  # peak learning rate, per batch as given (no scaling by batch size)
@@ -230,6 +231,7 @@ _CHECKS = {
     "model": _model,
     "model_args": _model_args,
     "epochs": _int_at_least(1, MAX_EPOCHS),
+    "last_epoch_steps": _int_at_least(0, 10**9),
     "time_budget": _optional(_float_in(0.0, 30 * 24 * 3600.0, low_open=True)),
     "batch_size": _int_at_least(1, 1_000_000),
     "optimizer": _one_of(OPTIMIZERS),

@@ -97,12 +97,15 @@ class EpochLoop(ABC):
     def fit(self) -> dict:
         cfg = self.config
         for epoch in range(self.start_epoch, cfg.epochs):
-            train_loss, train_acc, seconds = self.train_epoch(epoch)
+            if epoch == cfg.epochs - 1 and cfg.last_epoch_steps:
+                train_loss, train_acc, seconds = self.train_epoch(epoch, max_steps=cfg.last_epoch_steps)
+            else:
+                train_loss, train_acc, seconds = self.train_epoch(epoch)
             val_loss, val_acc = self.validate()
             row = dict(
                 epoch=epoch + 1, train_loss=round(train_loss, 6), train_acc=round(train_acc, 6),
                 val_loss=_rounded(val_loss), val_acc=_rounded(val_acc),
-                lr=self.lr, seconds=round(seconds, 3), images_per_s=round(len(self.data.train) / seconds, 1),
+                lr=self.lr, seconds=round(seconds, 3), images_per_s=round(self.images_in(epoch) / seconds, 1),
             )
             self.history.append(row)
             self.save(epoch)
@@ -115,8 +118,13 @@ class EpochLoop(ABC):
             self.save_model(metrics)
         return metrics
 
+    def images_in(self, epoch: int) -> int:
+        """How many training images `epoch` (0-based) passes: all, but the last epoch may stop early."""
+        cfg, n = self.config, len(self.data.train)
+        return min(n, cfg.last_epoch_steps * cfg.batch_size) if epoch == cfg.epochs - 1 and cfg.last_epoch_steps else n
+
     def progress_bar(self, epoch: int) -> tqdm:
-        return tqdm(total=len(self.data.train), desc=f"epoch {epoch + 1}/{self.config.epochs}", unit="img",
+        return tqdm(total=self.images_in(epoch), desc=f"epoch {epoch + 1}/{self.config.epochs}", unit="img",
                     disable=not self.progress, leave=False, dynamic_ncols=True)
 
     def say(self, text: str) -> None:

@@ -32,7 +32,8 @@ def _check(config: TrainConfig) -> str:
                                ("--ema", config.ema == 0), ("--label-smoothing", config.label_smoothing == 0),
                                ("--flip/--translate/--cutout", config.augment.flip == "none" and not config.augment.translate and not config.augment.cutout),
                                ("--tta", config.tta == 0), ("--whiten-bias-epochs", config.whiten_bias_epochs == 0),
-                               ("--time-budget", config.time_budget is None), ("--weight-decay with adam", config.optimizer == "sgd" or config.weight_decay == 0))
+                               ("--time-budget", config.time_budget is None), ("--last-epoch-steps", config.last_epoch_steps == 0),
+                               ("--weight-decay with adam", config.optimizer == "sgd" or config.weight_decay == 0))
         if not off
     ]
     if unsupported:

@@ -46,7 +46,7 @@ class TorchTrainer(EpochLoop):
         self.group = group  # one process, or this process's rank in a torchrun launch (engine.distributed)
         self.device = device_of(group, resolve_device(config.device))
         keep_freed_memory()
-        self.amp = autocast_dtype(config.precision, self.device)
+        self.amp = autocast_dtype(config.precision, self.device, config.compile)
         # A streamed split is read by loader workers, each rank only its slice of a global batch (data.streaming).
         self.source = batch_source(data.train, config.batch_size, self.device, config.loader_workers, (lambda n: shard(group, n)) if group.active else None)
         torch.manual_seed(config.seed)
@@ -62,7 +62,8 @@ class TorchTrainer(EpochLoop):
         self.whitening_bias = whitening_bias(self.model, config)
         self.steps_per_epoch = self.source.steps_per_epoch
         self.report_every = max(1, min(25, self.steps_per_epoch // 20))  # progress-bar updates: ~20 per epoch
-        total, warmup = config.epochs * self.steps_per_epoch, round(config.warmup_epochs * self.steps_per_epoch)
+        last = min(config.last_epoch_steps, self.steps_per_epoch) or self.steps_per_epoch
+        total, warmup = (config.epochs - 1) * self.steps_per_epoch + last, round(config.warmup_epochs * self.steps_per_epoch)
         self.lr_factor = lambda step: lr_factor(step, total, warmup, config.schedule)
         # One factor per parameter group: a group that learns only for its first epochs decays to 0 over them.
         self.lr_factors = [self.lr_factor if "epochs" not in g else

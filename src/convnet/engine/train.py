@@ -43,7 +43,7 @@ def train(config: TrainConfig, progress: bool = True) -> RunResult:
             if config.time_budget is not None:
                 plan = budget.plan_epochs(trainer, config.time_budget, group)
                 clock = time.perf_counter()  # the plan's own time is plan.probe_s
-                config = replace(config, epochs=plan.epochs)
+                config = replace(config, epochs=plan.epochs, last_epoch_steps=plan.last_epoch_steps)
                 trainer = _engine(config, data, run, progress, group)  # built afresh: the probe trained its own copy
             distributed.on_rank_0(group, lambda: _write_start(trainer, run, plan), "Rank 0 could not write the run folder (its error says why); no rank trained.")
             if plan is not None:
