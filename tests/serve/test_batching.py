@@ -83,3 +83,18 @@ def test_requests_arriving_while_a_batch_runs_join_the_next(wait_s):
 
     assert asyncio.run(main()) == [[2 * i] for i in range(9)]
     assert run.batches == [[0], list(range(1, 9))]
+
+
+def test_closing_while_a_batch_runs_cancels_its_requests_instead_of_leaving_them_waiting():
+    run = Recorder(seconds=0.3)
+    batcher = MicroBatcher(run, max_batch=8, wait_s=0.0)
+
+    async def main():
+        request = asyncio.ensure_future(batcher.submit([1, 2]))
+        await asyncio.sleep(0.05)  # its batch is now running in the worker thread
+        await batcher.close()
+        return await asyncio.wait_for(asyncio.gather(request, return_exceptions=True), timeout=2.0)
+
+    (outcome,) = asyncio.run(main())
+    assert run.batches == [[1, 2]]
+    assert isinstance(outcome, asyncio.CancelledError)

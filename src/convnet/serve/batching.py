@@ -70,7 +70,7 @@ class MicroBatcher(Generic[Item, Result]):
         return list(results)
 
     async def close(self) -> None:
-        """Stop the worker (at server shutdown); queued requests are cancelled."""
+        """Stop the worker (at server shutdown); queued requests, and those of a batch being run, are cancelled."""
         if self._worker is not None:
             self._worker.cancel()
             try:
@@ -98,10 +98,18 @@ class MicroBatcher(Generic[Item, Result]):
 
     async def _run_one_batch(self) -> None:
         batch = self._take(self.max_batch)
+        try:
+            await self._run_taken(batch)
+        except asyncio.CancelledError:  # close() while this batch waited or ran: its requests end too, none left waiting
+            for _, future in batch:
+                future.cancel()
+            raise
+
+    async def _run_taken(self, batch: list[tuple[Item, asyncio.Future]]) -> None:
         under_load = len(batch) > 1 or self._last_batch > 1
         if under_load and self.wait_s > 0 and len(batch) < self.max_batch:
             await asyncio.sleep(self.wait_s)
-            batch += self._take(self.max_batch - len(batch))
+            batch += self._take(self.max_batch - len(batch))  # the caller's list: a cancellation reaches these too
         if not batch:
             return
         self._last_batch = len(batch)
