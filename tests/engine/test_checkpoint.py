@@ -62,3 +62,18 @@ def test_metadata_is_plain_json_with_the_documented_keys(tmp_path):
         meta = f.metadata()
     assert meta["format"] == FORMAT
     assert set(json.loads(meta["convnet"])) >= {"model", "model_args", "classes", "in_chans", "input_size", "mean", "std", "data_source", "metrics"}
+
+
+def test_a_resnet_file_of_96_to_127_pixel_images_from_before_the_imagenet_stem_started_at_96_still_loads(tmp_path):
+    # Such a file says stem "auto" (now the ImageNet stem at that size) but holds the CIFAR stem's weights.
+    model = create_model("resnet", num_classes=3, in_chans=3, input_size=(96, 96), depth=9, width=8, stem="cifar").eval()
+    save_model(tmp_path / "old.safetensors", model, _info(model="resnet", model_args={"depth": 9, "width": 8}, input_size=(96, 96)))
+    clf = load_checkpoint(tmp_path / "old.safetensors")
+    assert clf.info.model_args == {"depth": 9, "width": 8, "stem": "cifar"}
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        assert torch.equal(clf.model(x), model(x))
+    # A file written now at that size holds the ImageNet stem and loads as one.
+    new = create_model("resnet", num_classes=3, in_chans=3, input_size=(96, 96), depth=9, width=8).eval()
+    save_model(tmp_path / "new.safetensors", new, _info(model="resnet", model_args={"depth": 9, "width": 8}, input_size=(96, 96)))
+    assert load_checkpoint(tmp_path / "new.safetensors").info.model_args["stem"] == "imagenet"

@@ -14,7 +14,7 @@ Images go into the model as `(x / 255 - mean) / std` per channel, x being uint8 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -30,6 +30,7 @@ from convnet.files import atomic_write
 from convnet.formats import MODEL_FORMAT as FORMAT
 from convnet.formats import check_weights_match, read_model_arrays
 from convnet.models import create_model
+from convnet.models.resnet import stem_of_weights
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Cla
             what its metadata or tensors get wrong; here, what the built model disagrees with).
     """
     state, info = read_model_file(path)
+    if info.model == "resnet":
+        info = replace(info, model_args=stem_of_weights(info.model_args, state))
     try:
         with torch.device("meta"):  # shapes only: the file's arguments allocate nothing before they are checked
             expected = {name: tuple(t.shape) for name, t in build_model(info).state_dict().items()}

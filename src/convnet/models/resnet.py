@@ -121,6 +121,21 @@ class ResNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+def stem_of_weights(model_args: dict, state: dict) -> dict:
+    """`model_args` with stem "auto" pinned to the stem whose weights `state` holds.
+
+    Until the ImageNet stem started at 96 pixels it started at 128, so a model file of 96-127
+    pixel images written then holds CIFAR-stem weights under stem "auto", which now means the
+    ImageNet stem for that size; the weights' own names say which stem they fit.
+    """
+    if model_args.get("stem", "auto") != "auto":
+        return model_args
+    for key, stem in (("features.0.0.weight", "cifar"), ("features.0.0.0.weight", "imagenet")):
+        if key in state:
+            return {**model_args, "stem": stem}
+    return model_args
+
+
 @register_model("resnet")
 def resnet(
     num_classes: int,
