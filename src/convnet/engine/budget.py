@@ -1,16 +1,17 @@
 """Time budgets: `convnet train --time-budget 8m` fits the run to the machine it runs on.
 
 A probe trainer, built exactly as the run's, times a few training steps (the median of single
-steps, after two untimed ones; and again for the cheaper steps after --whiten-bias-epochs),
-one validation (the final evaluation costs one per TTA view) and one checkpoint on this machine; the plan is then the largest number of
-whole epochs whose training, per-epoch validation and final evaluation (with its TTA) fit in the
-budget, and as many steps of one more epoch as fit in what is left (that epoch stops early, as
-airbench's 9.9 epochs do), planned at SAFETY of the budget so that a busy machine's drift stays
-inside. Whole epochs alone would leave up to one epoch's time unused: a tenth of the budget for
-`fast` in 8 minutes. The run then trains with `epochs` and `last_epoch_steps` set to the plan,
-so the learning-rate schedule (warm-up, linear decay) spans exactly the planned steps, and a
-resumed run follows the same plan. The clock starts when the probe does
-(the data is loaded by then): the budget covers training plus the final evaluation.
+steps, after two untimed ones; and again for the cheaper steps after --whiten-bias-epochs), one
+validation (the final evaluation costs one per TTA view) and one checkpoint on this machine.
+The plan is then the largest number of whole epochs whose training, per-epoch validation and
+final evaluation (with its TTA) fit in the budget, and as many steps of one more epoch as fit in
+what is left (that epoch stops early, as airbench's 9.9 epochs do), planned at SAFETY of the
+budget so that a busy machine's drift stays inside. Whole epochs alone would leave up to one
+epoch's time unused: a tenth of the budget for `fast` in 8 minutes. The run then trains with
+`epochs` and `last_epoch_steps` set to the plan, so the learning-rate schedule (warm-up, linear
+decay) spans exactly the planned steps, and a resumed run follows the same plan. The clock
+starts when the probe does (the data is loaded by then): the budget covers training plus the
+final evaluation.
 
 The run folder keeps `plan.json`: the budget, what was measured, the plan and, at the end, the
 time the run really took.
@@ -80,7 +81,8 @@ def plan_epochs(trainer: TorchTrainer, budget_s: float, group: Group) -> Plan:
 
     per_epoch = trainer.steps_per_epoch
 
-    def estimate(epochs: int, last_steps: int = 0) -> float:  # seconds of a run of `epochs` (the last stopping after last_steps), the probe included
+    def estimate(epochs: int, last_steps: int = 0) -> float:
+        """Seconds of a run of `epochs`, the last stopping after `last_steps` (0: whole), the probe included."""
         steps = (epochs - 1) * per_epoch + (last_steps or per_epoch)
         learning = min(steps, frozen_from * per_epoch) if frozen_from else steps  # steps that still train the whitening bias
         return probe_s + learning * step_s + (steps - learning) * frozen_s + epochs * (validation_s + checkpoint_s) + final_s

@@ -75,7 +75,11 @@ class EpochLoop(ABC):
 
     @abstractmethod
     def train_epoch(self, epoch: int) -> tuple[float, float, float]:
-        """One pass over the training set. Returns (mean loss, accuracy, seconds)."""
+        """One pass over the training set. Returns (mean loss, accuracy, seconds).
+
+        With `last_epoch_steps` set, `fit` passes the last epoch `max_steps`: only engines whose
+        `train_epoch` takes it (torch) accept that setting.
+        """
 
     @abstractmethod
     def validate(self, tta: int = 0) -> tuple[float, float] | tuple[None, None]:
