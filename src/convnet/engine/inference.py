@@ -40,8 +40,8 @@ def autocast_dtype(precision: str, device: torch.device, compiled: bool = False)
     """The autocast dtype for a precision setting: None means plain fp32.
 
     A model compiled for the CPU (`--compile`) trains in fp32: under bf16 autocast, torch 2.13's
-    inductor gives airnet NaN gradients in its first conv group from the first step (the eager
-    model's are finite), and the compiled tutorial network trained slower than the eager one.
+    inductor gave airnet NaN gradients in its first conv group from the first step, where the
+    eager model's are finite (`--recipe fast --compile` diverged at its second step).
 
     Raises:
         ConfigError: bf16 asked for by name together with compiling for the CPU.

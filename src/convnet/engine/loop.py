@@ -101,10 +101,8 @@ class EpochLoop(ABC):
     def fit(self) -> dict:
         cfg = self.config
         for epoch in range(self.start_epoch, cfg.epochs):
-            if epoch == cfg.epochs - 1 and cfg.last_epoch_steps:
-                train_loss, train_acc, seconds = self.train_epoch(epoch, max_steps=cfg.last_epoch_steps)
-            else:
-                train_loss, train_acc, seconds = self.train_epoch(epoch)
+            cut = self.stops_after(epoch)
+            train_loss, train_acc, seconds = self.train_epoch(epoch) if cut is None else self.train_epoch(epoch, max_steps=cut)
             val_loss, val_acc = self.validate()
             row = dict(
                 epoch=epoch + 1, train_loss=round(train_loss, 6), train_acc=round(train_acc, 6),
@@ -122,10 +120,15 @@ class EpochLoop(ABC):
             self.save_model(metrics)
         return metrics
 
+    def stops_after(self, epoch: int) -> int | None:
+        """The steps after which `epoch` (0-based) stops: `last_epoch_steps` in the last epoch, else None (all of them)."""
+        cfg = self.config
+        return (cfg.last_epoch_steps or None) if epoch == cfg.epochs - 1 else None
+
     def images_in(self, epoch: int) -> int:
-        """How many training images `epoch` (0-based) passes: all, but the last epoch may stop early."""
-        cfg, n = self.config, len(self.data.train)
-        return min(n, cfg.last_epoch_steps * cfg.batch_size) if epoch == cfg.epochs - 1 and cfg.last_epoch_steps else n
+        """How many training images `epoch` (0-based) passes."""
+        cut, n = self.stops_after(epoch), len(self.data.train)
+        return n if cut is None else min(n, cut * self.config.batch_size)
 
     def progress_bar(self, epoch: int) -> tqdm:
         return tqdm(total=self.images_in(epoch), desc=f"epoch {epoch + 1}/{self.config.epochs}", unit="img",
