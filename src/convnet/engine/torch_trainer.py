@@ -62,7 +62,7 @@ class TorchTrainer(EpochLoop):
         self.whitening_bias = whitening_bias(self.model, config)
         self.steps_per_epoch = self.source.steps_per_epoch
         self.report_every = max(1, min(25, self.steps_per_epoch // 20))  # progress-bar updates: ~20 per epoch
-        last = min(config.last_epoch_steps, self.steps_per_epoch) or self.steps_per_epoch
+        last = min(self.stops_after(config.epochs - 1) or self.steps_per_epoch, self.steps_per_epoch)
         total, warmup = (config.epochs - 1) * self.steps_per_epoch + last, round(config.warmup_epochs * self.steps_per_epoch)
         self.lr_factor = lambda step: lr_factor(step, total, warmup, config.schedule)
         # One factor per parameter group: a group that learns only for its first epochs decays to 0 over them.
