@@ -66,10 +66,10 @@ def git_commit() -> str:
         return ""
 
 
-def write_result(name: str, figures: dict) -> Path:
-    """benchmarks/results/<name>.json with the machine, versions, date and commit beside the figures."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def write_result(name: str, figures: dict, folder: Path = RESULTS) -> Path:
+    """<folder>/<name>.json (benchmarks/results/) with the machine, versions, date and commit beside the figures."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
     record = {"benchmark": name, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": git_commit(), "machine": machine(), **figures}
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {path}")
