@@ -8,6 +8,14 @@ import pytest
 from tests.helpers import write_colour_folder
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _session_cache(tmp_path_factory):
+    """A CONVNET_HOME for session- and module-scoped fixtures, which are set up before any test's own."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CONVNET_HOME", str(tmp_path_factory.mktemp("convnet_home_session")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own CONVNET_HOME, so caches never leak between tests or into ~/.cache."""
