@@ -8,6 +8,7 @@ import time
 import pytest
 
 from convnet.cli._common import duration
+from convnet.engine.budget import PROBE_STEPS, SLOW_PROBE_STEPS, SLOW_WARMUP_STEPS, WARMUP_STEPS, probe_steps
 from convnet.engine.config import TrainConfig
 from convnet.engine.state_file import read_state
 from convnet.engine.train import train
@@ -58,6 +59,7 @@ def test_a_budgeted_run_plans_its_epochs_and_ends_within_the_budget(colour_folde
     plan = json.loads((result.run_dir / "plan.json").read_text())
     saved = json.loads((result.run_dir / "config.json").read_text())
     assert plan["budget_s"] == BUDGET and plan["epochs"] >= 3, plan  # many epochs fit: the plan, not --epochs 1, decides
+    assert plan["probe_steps"] == PROBE_STEPS, "a step here is far under half a percent of the budget"
     assert saved["epochs"] == plan["epochs"] == len(result.history), "config.json and the run follow the plan"
     assert saved["last_epoch_steps"] == plan["last_epoch_steps"]
     # The plan fills the budget to the step: it fits at SAFETY of it, and one step more would not.
@@ -72,6 +74,20 @@ def test_a_budgeted_run_plans_its_epochs_and_ends_within_the_budget(colour_folde
     # The linear schedule spans the planned run: the rate falls to about 0 at its last step.
     lrs = [row["lr"] for row in result.history]
     assert lrs[-1] < lrs[0] / plan["epochs"] * 1.5
+
+
+def test_slow_steps_are_probed_fewer_times():
+    # Half a percent of the budget is the line: 2.4 s of 8 minutes.
+    assert probe_steps(2.0, 480.0) == (WARMUP_STEPS, PROBE_STEPS) == (2, 5)
+    assert probe_steps(3.2, 480.0) == (SLOW_WARMUP_STEPS, SLOW_PROBE_STEPS) == (1, 3)
+
+
+def test_a_budget_of_a_few_steps_spends_less_of_it_probing(colour_folder, tmp_path):
+    # A budget of 0.1 s: any training step (a few ms here) is over half a percent of it (0.5 ms).
+    config = TrainConfig(data=str(colour_folder), batch_size=8, time_budget=0.1, runs_dir=str(tmp_path / "runs"), name="tiny")
+    result = train(config, progress=False)
+    plan = json.loads((result.run_dir / "plan.json").read_text())
+    assert plan["probe_steps"] == SLOW_PROBE_STEPS and plan["epochs"] == len(result.history), plan
 
 
 def test_the_scratch_engine_refuses_a_budget(colour_folder, tmp_path):

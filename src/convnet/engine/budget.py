@@ -1,8 +1,9 @@
 """Time budgets: `convnet train --time-budget 8m` fits the run to the machine it runs on.
 
-A probe trainer, built exactly as the run's, times a few training steps (the median of single
-steps, after two untimed ones; and again for the cheaper steps after --whiten-bias-epochs), one
-validation (the final evaluation costs one per TTA view) and one checkpoint on this machine.
+A probe trainer, built exactly as the run's, times a few training steps (the median of five
+single steps after two untimed ones, or of three after one where a step takes over half a percent
+of the budget; and again for the cheaper steps after --whiten-bias-epochs), one validation (the
+final evaluation costs one per TTA view) and one checkpoint on this machine.
 The plan is then the largest number of whole epochs whose training, per-epoch validation and
 final evaluation (with its TTA) fit in the budget, and as many steps of one more epoch as fit in
 what is left (that epoch stops early, as airbench's 9.9 epochs do), planned at SAFETY of the
@@ -39,6 +40,18 @@ from convnet.files import atomic_write
 SAFETY = 0.97  # the share of the budget the plan fills; the rest absorbs a noisy machine's drift
 WARMUP_STEPS = 2  # untimed training steps first
 PROBE_STEPS = 5  # timed training steps, one at a time
+# Where one step is a noticeable share of the budget (fp32 `fast` on an AVX2 laptop: 3 s of 8
+# minutes), thirteen probe steps would spend a tenth of it measuring: one warm-up step and the
+# median of three then.
+SLOW_STEP_SHARE = 0.005
+SLOW_WARMUP_STEPS, SLOW_PROBE_STEPS = 1, 3
+
+
+def probe_steps(first_step_s: float, budget_s: float) -> tuple[int, int]:
+    """(untimed warm-up steps, timed steps) for a machine whose first step took `first_step_s`."""
+    if first_step_s > SLOW_STEP_SHARE * budget_s:
+        return SLOW_WARMUP_STEPS, SLOW_PROBE_STEPS
+    return WARMUP_STEPS, PROBE_STEPS
 
 
 @dataclass(frozen=True)
@@ -50,6 +63,7 @@ class Plan:
     checkpoint_s: float  # measured seconds of one epoch's checkpoint (model file and resume state)
     final_evaluation_s: float  # seconds of the final TTA evaluation: one validation per view (0 without TTA)
     probe_s: float  # what measuring took, counted in the budget
+    probe_steps: int  # timed steps behind step_s (and frozen_step_s): fewer where steps are slow
     steps_per_epoch: int
     epochs: int  # the plan: epochs, the last of them stopping after last_epoch_steps steps (0: whole)
     last_epoch_steps: int
@@ -60,15 +74,19 @@ class Plan:
 def plan_epochs(trainer: TorchTrainer, budget_s: float, group: Group) -> Plan:
     """Measure `trainer` (a probe: it is trained on, then thrown away) and plan the epochs."""
     start = time.perf_counter()
-    for _ in range(WARMUP_STEPS):  # allocator, kernels, caches
+    first_s = _timed(lambda: trainer.train_epoch(0, max_steps=1))  # allocator, kernels, caches: not counted
+    if group.active:  # every rank must take as many steps (each is a collective): decided on the mean
+        first_s = (sum_over_ranks(group, torch.tensor([first_s], dtype=torch.float64)) / group.world).item()
+    warmup, timed = probe_steps(first_s, budget_s)
+    for _ in range(warmup - 1):
         trainer.train_epoch(0, max_steps=1)
     # The median of single steps: one step slowed by another process does not skew the plan.
-    step_s = statistics.median(_timed(lambda: trainer.train_epoch(0, max_steps=1)) for _ in range(PROBE_STEPS))
+    step_s = statistics.median(_timed(lambda: trainer.train_epoch(0, max_steps=1)) for _ in range(timed))
     frozen_from = trainer.config.whiten_bias_epochs if trainer.whitening_bias is not None and not group.active else 0
     frozen_s = step_s
     if frozen_from:  # an epoch past them, where the whitening bias no longer learns
         trainer.train_epoch(frozen_from, max_steps=1)
-        frozen_s = statistics.median(_timed(lambda: trainer.train_epoch(frozen_from, max_steps=1)) for _ in range(PROBE_STEPS))
+        frozen_s = statistics.median(_timed(lambda: trainer.train_epoch(frozen_from, max_steps=1)) for _ in range(timed))
     validation_s = _timed(lambda: trainer.validate(0)) if trainer.data.val is not None else 0.0
     # The final evaluation passes every view of each image: it costs one validation per TTA view
     # (timing it instead would spend that much of the budget on measuring).
@@ -97,7 +115,7 @@ def plan_epochs(trainer: TorchTrainer, budget_s: float, group: Group) -> Plan:
         fits = [s for s in range(1, per_epoch) if estimate(epochs + 1, s) <= limit]
         if fits:
             epochs, last_steps = epochs + 1, fits[-1]
-    return Plan(budget_s, step_s, frozen_s, validation_s, checkpoint_s, final_s, probe_s, per_epoch, epochs, last_steps,
+    return Plan(budget_s, step_s, frozen_s, validation_s, checkpoint_s, final_s, probe_s, timed, per_epoch, epochs, last_steps,
                 estimate(epochs, last_steps))
 
 
