@@ -39,17 +39,19 @@ def bf16_supported(device: torch.device) -> bool:
 def autocast_dtype(precision: str, device: torch.device, compiled: bool = False) -> torch.dtype | None:
     """The autocast dtype for a precision setting: None means plain fp32.
 
-    A model compiled for the CPU (`--compile`) trains in fp32: under bf16 autocast, torch 2.13's
-    inductor gave airnet NaN gradients in its first conv group from the first step, where the
-    eager model's are finite (`--recipe fast --compile` diverged at its second step).
+    A compiled model (`--compile`) trains in fp32 on every device: under bf16 autocast, torch
+    2.13's inductor gave airnet NaN gradients in its first conv group from the first step on the
+    CPU, where the eager model's are finite (`--recipe fast --compile` diverged at its second
+    step), and on an H200 with torch 2.11 the same command diverged in its first epoch
+    (benchmarks/results/recipe_sweep_compile.json).
 
     Raises:
-        ConfigError: bf16 asked for by name together with compiling for the CPU.
+        ConfigError: bf16 asked for by name together with compiling.
     """
-    if compiled and device.type == "cpu":
+    if compiled:
         if precision == "bf16":
-            raise ConfigError("--compile with --precision bf16 is not supported on the CPU (torch's compiled bf16 "
-                              "training diverges); drop --compile, or use --precision fp32 or auto with it.")
+            raise ConfigError("--compile with --precision bf16 is not supported (torch's compiled bf16 training of "
+                              "these models diverges); drop --compile, or use --precision fp32 or auto with it.")
         return None
     if precision == "fp32" or (precision == "auto" and not bf16_supported(device)):
         return None
