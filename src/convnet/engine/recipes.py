@@ -29,6 +29,9 @@ from convnet.errors import ConfigError
 # (time_to_accuracy.json: fast, fast-seed1, fast-seed2, and the 9-epoch figures in its commit
 # history; `--time-budget 8m` plans within the budget). Training the first half of 12 epochs on
 # 24x24 crops instead (progressive resizing) did no better than 9 full-size epochs on seed 0.
+# On a GPU over seeds 0-7 (benchmarks/results/recipe_sweep*.json), nothing near this recipe beat
+# it by more than seed noise: an 11th epoch, a weight average, Muon's or the head's rate scaled
+# by 0.67 to 1.5, or wider groups for fewer epochs at the same multiply-adds (those lost).
 _BATCH = 1000
 _HEAD_LR = 0.67 * 2000 * (9 / 256) ** 2 * _BATCH / 2000
 _FAST = TrainConfig(
