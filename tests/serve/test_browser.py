@@ -2,8 +2,9 @@
 CNN trained on a folder of red, green and blue pictures), Debian's chromium driven by Playwright.
 
 What the page shows is checked against the JSON API asked directly (httpx), for the same files and
-settings: the page must show the server's answers, not numbers of its own. The test also saves the
-README's screenshots, docs/figures/serve_page.png and docs/figures/serve_explain.png.
+settings: the page must show the server's answers, not numbers of its own. The tests also take the
+README's screenshots: into pytest's temporary folder, or over docs/figures/serve_page.png and
+serve_explain.png when CONVNET_UPDATE_FIGURES=1 (so a plain test run leaves the working tree clean).
 
 Playwright never downloads a browser here: it is pointed at `which chromium`, and the test is
 skipped when that is missing (`apt-get install chromium`; `.ci/run` installs it).
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +34,7 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is n
 # What this network needs: no sandbox in containers, no GPU, and no calls home.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
 FIGURES = Path(__file__).resolve().parents[2] / "docs" / "figures"
+UPDATE_FIGURES = os.environ.get("CONVNET_UPDATE_FIGURES") == "1"
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 TIMEOUT_MS = 20_000  # longest wait for the page to show an answer
@@ -50,6 +53,14 @@ def files(tmp_path) -> dict[str, Path]:
     out["text"] = tmp_path / "notes.png"
     out["text"].write_text("These are my notes, not a picture.\n")
     return out
+
+
+@pytest.fixture
+def shots(tmp_path) -> Path:
+    """Where the screenshots go: the README's figures folder when asked to update it, else a temporary folder."""
+    folder = FIGURES if UPDATE_FIGURES else tmp_path / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +105,7 @@ def _grid(page: Page, testid: str) -> list[list[float]]:
     )
 
 
-def test_classify_page(served: str, files: dict[str, Path], page: Page) -> None:
+def test_classify_page(served: str, files: dict[str, Path], page: Page, shots: Path) -> None:
     model = httpx.get(served + "api/models").json()[0]
     height, width = model["input_size"]
 
@@ -130,8 +141,7 @@ def test_classify_page(served: str, files: dict[str, Path], page: Page) -> None:
     assert page.text_content(f"#features [data-layer='{first['name']}'] figcaption") == f"{first['name']}: {first['channels']} × {first['height']} × {first['width']}"
     _png(page.get_attribute(f"#features [data-layer='{first['name']}'] img", "src"))
 
-    FIGURES.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(FIGURES / "serve_page.png"), full_page=True)
+    page.screenshot(path=str(shots / "serve_page.png"), full_page=True)
 
     # Clicking another class asks for its Grad-CAM: the overlay changes to the server's answer for that class.
     other = expected[1]["class"]
@@ -160,7 +170,7 @@ def test_classify_page(served: str, files: dict[str, Path], page: Page) -> None:
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
 
 
-def test_explain_page(served: str, page: Page) -> None:
+def test_explain_page(served: str, page: Page, shots: Path) -> None:
     page.goto(served + "explain")
     page.wait_for_selector("[data-testid=grid-conv] td")
 
@@ -172,8 +182,7 @@ def test_explain_page(served: str, page: Page) -> None:
     assert _grid(page, "grid-relu") == before["relu"][0]
     assert _grid(page, "grid-max-pool") == before["max_pool"][0]
     assert _grid(page, "grid-avg-pool") == before["avg_pool"][0]
-    FIGURES.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(FIGURES / "serve_explain.png"), full_page=True)
+    page.screenshot(path=str(shots / "serve_explain.png"), full_page=True)
 
     # Stride 2: the 4x4 image and 2x2 filter give (4 - 2 + 0) / 2 + 1 = 2, a 2x2 map of other numbers.
     page.fill("#stride", "2")
