@@ -158,3 +158,36 @@ def test_every_rank_stops_together_when_the_loss_diverges(data, tmp_path):
     assert result.returncode != 0
     assert result.stderr.count("error: The loss became") == 2, result.stderr[-2000:]  # both ranks, the same sentence
     assert not (runs / "nan" / "state.safetensors").exists()  # no epoch finished
+
+
+def test_a_rank_that_fails_alone_ends_the_launch_and_the_run_resumes(data, tmp_path):
+    # Rank 1 alone fails in its second epoch (as a rank whose own slice of a streamed folder cannot be
+    # read would); rank 0 is then waiting in a collective. torchrun must end the launch, not leave
+    # rank 0 waiting for gloo's timeout (30 minutes), and the run resumes from its first epoch.
+    script = tmp_path / "fail_on_rank_1.py"
+    script.write_text(
+        "import os, sys\n"
+        "from convnet.cli import main\n"
+        "from convnet.engine.torch_trainer import TorchTrainer\n"
+        "from convnet.errors import ConvnetError\n"
+        "epoch_of = TorchTrainer.train_epoch\n"
+        "def train_epoch(self, epoch, *args, **kwargs):\n"
+        "    if os.environ['RANK'] == '1' and epoch == 1:\n"
+        "        raise ConvnetError('rank 1 could not go on')\n"
+        "    return epoch_of(self, epoch, *args, **kwargs)\n"
+        "TorchTrainer.train_epoch = train_epoch\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    runs = tmp_path / "runs"
+    start = time.perf_counter()
+    result = subprocess.run([*TORCHRUN, "--nproc_per_node=2", str(script), "train", "--data", str(data), "--runs-dir", str(runs),
+                             "--name", "alone", *ARGS, "--epochs", "3"], capture_output=True, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=240)
+    assert result.returncode != 0
+    assert "error: rank 1 could not go on" in result.stderr
+    assert time.perf_counter() - start < 120  # torchrun's teardown, not a collective's timeout
+    assert [row["epoch"] for row in _history(runs / "alone")] == ["1"]
+    done = subprocess.run([sys.executable, "-m", "convnet", "train", "--resume", str(runs / "alone"), "--quiet"],
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [row["epoch"] for row in _history(runs / "alone")] == ["1", "2", "3"]
