@@ -27,6 +27,7 @@ COMMANDS = {
     "cam": "cam",
     "serve": "serve",
     "export": "export",
+    "cache": "cache",
 }
 
 

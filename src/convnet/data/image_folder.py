@@ -128,10 +128,10 @@ def load_scanned(found: FolderSplit) -> Dataset:
     """`load_image_folder` after the scan: decode the split into memory, or read its cache entry."""
     root, files = found.root, found.files
     key = cache.cache_key("image-folder", root, files, split=found.split, size=list(found.image_size), channels=found.channels)
-    stored = cache.load_arrays(key)
+    stored = cache.load_arrays(key, root)
     if not _is_entry_for(stored, len(files), found.classes, (found.channels, *found.image_size)):
         stored = _decode_split(found)
-        _store(key, stored)
+        _store(key, stored, root)
     warn_skipped(root, sorted(found.others + [str(s) for s in stored["skipped"]]))
     return Dataset(
         images=torch.from_numpy(stored["images"]),
@@ -263,9 +263,9 @@ def none_readable(root: Path) -> DataError:
     return DataError(f"None of the image files in {root} could be read; check that they are images Pillow can open.")
 
 
-def _store(key: str, arrays: dict[str, np.ndarray]) -> None:
+def _store(key: str, arrays: dict[str, np.ndarray], root: Path) -> None:
     try:
-        cache.save_arrays(key, arrays)
+        cache.save_arrays(key, arrays, root)
     except OSError as e:
         # The data is already decoded; a cache that cannot be written only costs time next run.
         where = cache.cache_path(key).parent

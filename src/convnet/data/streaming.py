@@ -164,7 +164,7 @@ def _raw_path(key: str) -> Path:
 
 def _cached_index(key: str, found: FolderSplit) -> dict[str, np.ndarray] | None:
     """The cache entry's labels and skipped files, when the entry is whole and matches `found`."""
-    index = cache.load_arrays(key)
+    index = cache.load_arrays(key, found.root)
     raw = _raw_path(key)
     if index is None or set(index) != {"labels", "skipped"} or not raw.is_file():
         return None
@@ -204,7 +204,7 @@ def _make_cache(key: str, found: FolderSplit) -> dict[str, np.ndarray] | None:
                 return None
             warnings.warn(f"Caching {len(found.files)} decoded images for streaming: {size} in {raw} ({size_text(free)} free there).", DataWarning, stacklevel=3)
             index = _decode_into(raw, found)
-            cache.save_arrays(key, index)  # last: its presence says the raw file is whole
+            cache.save_arrays(key, index, found.root)  # last: its presence says the raw file is whole
             what = key.split("-")[0]
             for stale in raw.parent.glob(f"{what}-*.u8"):  # older files of the same folder and settings
                 if stale != raw:
