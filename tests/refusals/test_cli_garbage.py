@@ -75,6 +75,7 @@ def valid_arguments(command: str, files: dict[str, Path], tmp: Path) -> tuple[li
         "cam": ([model, image], {"--out": [str(tmp / "cam")]}),
         "serve": ([model], {"--host": ["127.0.0.1"], "--port": ["0"]}),  # port 0: any free one; `no_serving` stops it before it serves
         "export": ([model], {"--format": ["triton"], "--out": [str(tmp / "triton")]}),  # triton: the format that reads every option
+        "cache": ([], {}),
     }[command]
 
 
