@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
         gone = [e for e in found if args.clear or not e.source_exists]
         for entry in gone:
             try:
-                cache.remove(entry)
+                cache.remove(entry.key)
             except OSError as e:
                 raise ConfigError(f"Could not delete {entry.key} from {cache.cache_home() / 'cache'} ({e.strerror}); check that folder's permissions.") from None
         print(f"deleted {len(gone)} of {len(found)} entries, {size_text(sum(e.bytes for e in gone))}, from {cache.cache_home() / 'cache'}")

@@ -96,7 +96,7 @@ def save_arrays(key: str, arrays: dict[str, np.ndarray], source: Path | None = N
     what = key.split("-")[0]
     for stale in path.parent.glob(f"{what}-*.npz"):
         if stale != path:
-            remove(Entry(stale.stem, 0, None, 0.0))
+            remove(stale.stem)
 
 
 def _write_note(path: Path, source: Path) -> None:
@@ -151,8 +151,8 @@ def _read_note(path: Path) -> str | None:
     return source if isinstance(source, str) and source and "\0" not in source else None
 
 
-def remove(entry: Entry) -> None:
-    """Delete every file of `entry` (links themselves, never what they point to)."""
+def remove(key: str) -> None:
+    """Delete every file of the entry `key` (links themselves, never what they point to)."""
     folder = cache_home() / "cache"
     for suffix in _SUFFIXES:
-        (folder / f"{entry.key}{suffix}").unlink(missing_ok=True)
+        (folder / f"{key}{suffix}").unlink(missing_ok=True)

@@ -42,7 +42,7 @@ def autocast_dtype(precision: str, device: torch.device, compiled: bool = False)
     A compiled model (`--compile`) trains in fp32 on every device: under bf16 autocast, torch
     2.13's inductor gave airnet NaN gradients in its first conv group from the first step on the
     CPU, where the eager model's are finite (`--recipe fast --compile` diverged at its second
-    step), and on an H200 with torch 2.11 the same command diverged in its first epoch
+    step), and on an H200 with torch 2.11 the same recipe diverged in its first epoch
     (benchmarks/results/recipe_sweep_compile.json).
 
     Raises:
