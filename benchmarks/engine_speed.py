@@ -1,6 +1,6 @@
 """What each engine-level speed choice is worth: training throughput with it and without it.
 
-    python benchmarks/engine_speed.py [--repeats 3]
+    python benchmarks/engine_speed.py [--repeats 3] [--isa avx2] [--set shipped|choices] [--only CASES]
 
 Each case trains one epoch of the real training loop (`engine.torch_trainer.TorchTrainer.train_epoch`:
 batches cut from in-memory tensors, augmentation, forward, backward, optimizer step) on random
@@ -15,6 +15,11 @@ every case alike. Compared, each against the recipe as shipped:
                 SequentialNet's pool-then-ReLU
     precision   fp32 against bf16 autocast, for the tutorial network and airnet
     frozen whitening bias   airnet's steps once --whiten-bias-epochs have passed
+
+`--set choices` measures, for both precisions, the choices that were kept as they are: the
+recipes' batch sizes against half or twice them, both cores against one thread, and eager
+against `torch.compile` (fp32 only: compiled bf16 is refused, see engine.inference). Those
+figures go to engine_speed[_avx2]_choices.json, so each file holds one run.
 
 Each case also reports the FLOP rate it reached (the multiply-adds of the forward pass and of the
 gradients the step really computes). `conv peak` times airnet's largest conv alone in fp32, the
@@ -49,6 +54,21 @@ CASES = {
     # The timed epoch (1) is past --whiten-bias-epochs 1: backward skips the first conv's input gradient.
     "fast frozen whitening bias": ("fast", 10_000, {"whiten_bias_epochs": 1}),
     "fast fp32 frozen whitening bias": ("fast", 10_000, {"precision": "fp32", "whiten_bias_epochs": 1}),
+    # --set choices: what was tried against the shipped settings and not taken
+    "tutorial-fast batch 256": ("tutorial-fast", 20_000, {"batch_size": 256}),
+    "tutorial-fast fp32 batch 256": ("tutorial-fast", 20_000, {"precision": "fp32", "batch_size": 256}),
+    "tutorial-fast 1 thread": ("tutorial-fast", 20_000, {"threads": 1}),
+    "tutorial-fast fp32 1 thread": ("tutorial-fast", 20_000, {"precision": "fp32", "threads": 1}),
+    "tutorial-fast fp32 compiled": ("tutorial-fast", 20_000, {"precision": "fp32", "compile": True}),
+    "fast batch 500": ("fast", 10_000, {"batch_size": 500}),
+    "fast fp32 batch 500": ("fast", 10_000, {"precision": "fp32", "batch_size": 500}),
+    "fast fp32 compiled": ("fast", 10_000, {"precision": "fp32", "compile": True}),
+}
+SETS = {
+    "shipped": [name for name in CASES if "batch " not in name and "thread" not in name and "compiled" not in name],
+    "choices": ["tutorial-fast", "tutorial-fast batch 256", "tutorial-fast 1 thread", "tutorial-fast fp32", "tutorial-fast fp32 batch 256",
+                "tutorial-fast fp32 1 thread", "tutorial-fast fp32 compiled", "fast", "fast batch 500", "fast fp32", "fast fp32 batch 500",
+                "fast fp32 compiled"],
 }
 # (what is compared, the variant without it, the variant with it)
 COMPARISONS = {
@@ -61,6 +81,15 @@ COMPARISONS = {
     "channels-last in fp32 (airnet, batch 1000)": ("fast fp32 contiguous", "fast fp32"),
     "frozen whitening bias (airnet, batch 1000)": ("fast", "fast frozen whitening bias"),
     "frozen whitening bias in fp32 (airnet, batch 1000)": ("fast fp32", "fast fp32 frozen whitening bias"),
+    # Batch sizes are also accuracy choices (engine.recipes); these say only what they cost in time.
+    "batch 128 over 256 (tutorial network)": ("tutorial-fast batch 256", "tutorial-fast"),
+    "batch 128 over 256 in fp32 (tutorial network)": ("tutorial-fast fp32 batch 256", "tutorial-fast fp32"),
+    "batch 1000 over 500 (airnet)": ("fast batch 500", "fast"),
+    "batch 1000 over 500 in fp32 (airnet)": ("fast fp32 batch 500", "fast fp32"),
+    "both cores over 1 thread (tutorial network)": ("tutorial-fast 1 thread", "tutorial-fast"),
+    "both cores over 1 thread in fp32 (tutorial network)": ("tutorial-fast fp32 1 thread", "tutorial-fast fp32"),
+    "eager over torch.compile in fp32 (tutorial network)": ("tutorial-fast fp32 compiled", "tutorial-fast fp32"),
+    "eager over torch.compile in fp32 (airnet)": ("fast fp32 compiled", "fast fp32"),
 }
 PEAK_CASE = "conv peak"  # not a training case: one large 3x3 conv's forward, the most this machine's conv kernels do
 
@@ -83,6 +112,8 @@ def child(name: str) -> dict:
     if variation.pop("default_malloc", False):
         engine.keep_freed_memory = lambda: None  # the trainer's one call to it, skipped
     relu_then_pool = variation.pop("relu_then_pool", False)
+    if "threads" in variation:
+        torch.set_num_threads(variation.pop("threads"))
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen)
     labels = torch.randint(0, 10, (n,), generator=gen)
@@ -100,7 +131,7 @@ def child(name: str) -> dict:
     tuned = keep_freed_memory.cache_info().currsize == 1  # whether the trainer's call really ran
     assert tuned != (name == "fast default malloc"), f"{name}: the allocator setting is not the one this case measures"
     return {"ms_per_image": 1000 * seconds / n, "minor_faults_per_image": faults / n, "batch_size": config.batch_size,
-            "autocast": str(trainer.amp), "malloc_tuned": tuned,
+            "autocast": str(trainer.amp), "malloc_tuned": tuned, "threads": torch.get_num_threads(), "compiled": config.compile,
             "gflop_per_s": step_flop * n / seconds / 1e9}
 
 
@@ -150,19 +181,28 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds over all cases")
     p.add_argument("--isa", choices=("native", *ISA_ENV), default="native", help="restrict the CPU's instruction set in every case")
-    p.add_argument("--only", help="comma-separated case names (default: all)")
+    p.add_argument("--set", choices=tuple(SETS), default="shipped", help="which cases: the shipped choices against their alternatives, or the choices kept as they are")
+    p.add_argument("--only", help="comma-separated case names (default: all of --set)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         print(json.dumps(child(args.child)))
         return
-    names = args.only.split(",") if args.only else [*CASES, PEAK_CASE]
+    names = args.only.split(",") if args.only else [*SETS[args.set], PEAK_CASE]
     env = isa_env(args.isa)  # with --isa avx2 the bf16 cases fall back to fp32, as on such a CPU; `autocast` says so
     runs: dict[str, list[dict]] = {name: [] for name in names}
+    failed: dict[str, str] = {}  # case -> the last line of its error
     for round_ in range(args.repeats):
         for name in names:
-            out = subprocess.run([sys.executable, __file__, "--child", name], check=True, stdout=subprocess.PIPE, text=True, env=env).stdout
-            runs[name].append(json.loads(out.strip().splitlines()[-1]))
+            if name in failed:
+                continue
+            proc = subprocess.run([sys.executable, __file__, "--child", name], capture_output=True, text=True, env=env)
+            if proc.returncode != 0:  # a case that cannot run here is a finding; the others still run
+                failed[name] = (proc.stderr.strip().splitlines() or ["(no message)"])[-1][:500]
+                print(f"round {round_ + 1}/{args.repeats}  {name}: failed: {failed[name]}", flush=True)
+                runs.pop(name)
+                continue
+            runs[name].append(json.loads(proc.stdout.strip().splitlines()[-1]))
             figure = runs[name][-1]
             shown = f"{figure['ms_per_image']:.4f} ms/image" if "ms_per_image" in figure else f"{figure['gflop_per_s']:.0f} GFLOP/s"
             print(f"round {round_ + 1}/{args.repeats}  {name}: {shown}", flush=True)
@@ -175,6 +215,8 @@ def main() -> None:
             "batch_size": rs[0]["batch_size"],
             "autocast": rs[0]["autocast"],
             "malloc_tuned": rs[0]["malloc_tuned"],
+            "threads": rs[0]["threads"],
+            "compiled": rs[0]["compiled"],
             "gflop_per_s": statistics.median(r["gflop_per_s"] for r in rs),
         }
         for name, rs in runs.items()
@@ -184,11 +226,13 @@ def main() -> None:
     for what, x in speedups.items():
         print(f"{what}: {x:.3f}x")
     # One file per instruction set: native figures and AVX2-restricted ones are kept side by side.
-    write_result("engine_speed" if args.isa == "native" else f"engine_speed_{args.isa}", {
+    name = "engine_speed" + ("" if args.isa == "native" else f"_{args.isa}") + ("" if args.set == "shipped" else f"_{args.set}")
+    write_result(name, {
         "isa": args.isa, "isa_env": ISA_ENV.get(args.isa, {}), "isa_effect": isa_effect(args.isa),
         "method": "one epoch of the real training loop on random 3x32x32 images after one warm-up epoch, "
                   f"each case in its own process, median of {args.repeats} interleaved rounds",
         "cases": cases,
+        "failed_cases": failed,
         "speedup_of_shipped_choice": speedups,
         "fp32_conv_peak_gflop_per_s": peak,
         "fp32_share_of_conv_peak": {name: c["gflop_per_s"] / peak for name, c in cases.items()
