@@ -54,7 +54,9 @@ CASES = {
     # The timed epoch (1) is past --whiten-bias-epochs 1: backward skips the first conv's input gradient.
     "fast frozen whitening bias": ("fast", 10_000, {"whiten_bias_epochs": 1}),
     "fast fp32 frozen whitening bias": ("fast", 10_000, {"precision": "fp32", "whiten_bias_epochs": 1}),
-    # --set choices: what was tried against the shipped settings and not taken
+}
+# --set choices: the settings kept as they are, against what was tried instead
+CHOICE_CASES = {
     "tutorial-fast batch 256": ("tutorial-fast", 20_000, {"batch_size": 256}),
     "tutorial-fast fp32 batch 256": ("tutorial-fast", 20_000, {"precision": "fp32", "batch_size": 256}),
     "tutorial-fast 1 thread": ("tutorial-fast", 20_000, {"threads": 1}),
@@ -65,11 +67,12 @@ CASES = {
     "fast fp32 compiled": ("fast", 10_000, {"precision": "fp32", "compile": True}),
 }
 SETS = {
-    "shipped": [name for name in CASES if "batch " not in name and "thread" not in name and "compiled" not in name],
+    "shipped": list(CASES),
     "choices": ["tutorial-fast", "tutorial-fast batch 256", "tutorial-fast 1 thread", "tutorial-fast fp32", "tutorial-fast fp32 batch 256",
                 "tutorial-fast fp32 1 thread", "tutorial-fast fp32 compiled", "fast", "fast batch 500", "fast fp32", "fast fp32 batch 500",
                 "fast fp32 compiled"],
 }
+CASES = {**CASES, **CHOICE_CASES}
 # (what is compared, the variant without it, the variant with it)
 COMPARISONS = {
     "allocator (airnet, batch 1000)": ("fast default malloc", "fast"),

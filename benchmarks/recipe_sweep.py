@@ -12,7 +12,7 @@ one process (start-up once; the decoded data is cached after the first).
 
 A GPU runs a `fast` in a few seconds, so it can afford the seeds a recipe decision needs; the
 variants change nothing that costs CPU time, except those that say so (`epochs`). What wins
-here is then confirmed on the CPU (time_to_accuracy.py). `--rehearse` runs two variants at toy
+here is then confirmed on the CPU (time_to_accuracy.py). `--rehearse` runs the chosen variants at toy
 size on the CPU to check the script. Writes benchmarks/results/recipe_sweep.json (--result names another) and a copy at --out.
 """
 from __future__ import annotations
@@ -92,7 +92,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, help="also copy the result file here")
     p.add_argument("--result", default="recipe_sweep", help="the result file's name in benchmarks/results/")
     p.add_argument("--commit", default=None, help="the commit measured (where the copy has no git history)")
-    p.add_argument("--rehearse", action="store_true", help="two variants, two seeds, at toy size on the CPU; keeps the real results")
+    p.add_argument("--rehearse", action="store_true", help="run at toy size on the CPU (2,000 images, 1 epoch) to check the script; keeps the real results")
     args = p.parse_args()
     variants = args.variants.split(",")
     unknown = [v for v in variants if v not in VARIANTS]
@@ -134,6 +134,7 @@ def main() -> None:
             if v == variants[-1]:
                 save()
         save()
+
 
 if __name__ == "__main__":
     main()

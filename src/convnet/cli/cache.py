@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from convnet.data import cache
-    from convnet.data.streaming import size_text
+    from convnet.files import size_text
 
     found = cache.entries()
     if args.prune or args.clear:

@@ -43,7 +43,7 @@ from convnet.data.dataset import Dataset, channel_stats
 from convnet.data.image_folder import UNREADABLE, DataWarning, FolderSplit
 from convnet.data.images import display_name, load_image
 from convnet.errors import DataError
-from convnet.files import atomic_write
+from convnet.files import atomic_write, size_text
 
 BUDGET_FRACTION = 0.5  # of the RAM available at the start: the rest is the model's, the batches' and other programs'
 FREE_MARGIN = 1 << 30  # bytes the decode cache leaves free on its disk
@@ -68,12 +68,6 @@ def memory_budget(budget_mb: int | None) -> int:
     return budget_mb * 1_000_000 if budget_mb is not None else int(BUDGET_FRACTION * available_memory())
 
 
-def size_text(n_bytes: int) -> str:
-    """E.g. "245.8 MB": decimal units, as disks are sold and `df -H` shows them."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n_bytes >= scale:
-            return f"{n_bytes / scale:.1f} {unit}"
-    return f"{n_bytes} bytes"
 
 
 @dataclass(frozen=True)

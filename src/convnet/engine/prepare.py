@@ -15,6 +15,7 @@ from convnet.data.sources import available_splits, load_dataset, resolve_source
 from convnet.data.streaming import StreamedSplit
 from convnet.engine.config import TrainConfig
 from convnet.engine.loop import TrainData
+from convnet.files import size_text
 
 
 def prepare_data(config: TrainConfig) -> TrainData:
@@ -52,8 +53,8 @@ def _load(config: TrainConfig, split: str, size: tuple[int, int] | None, chans: 
         return image_folder.load_scanned(found)
     if not stream:
         warnings.warn(
-            f"The {found.split} images of {source.path} take {streaming.size_text(found.decoded_bytes)} decoded, over the memory budget of "
-            f"{streaming.size_text(budget)}; they are streamed from disk (--memory-budget-mb sets the budget).",
+            f"The {found.split} images of {source.path} take {size_text(found.decoded_bytes)} decoded, over the memory budget of "
+            f"{size_text(budget)}; they are streamed from disk (--memory-budget-mb sets the budget).",
             image_folder.DataWarning,
             stacklevel=3,
         )
