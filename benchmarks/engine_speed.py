@@ -18,7 +18,8 @@ every case alike. Compared, each against the recipe as shipped:
 
 `--set choices` measures, for both precisions, the choices that were kept as they are: the
 recipes' batch sizes against half or twice them, both cores against one thread, and eager
-against `torch.compile` (fp32 only: compiled bf16 is refused, see engine.inference). Those
+against `torch.compile` in fp32 (which convnet refuses on the CPU, see engine.inference and
+compile_cpu.py: this script compiles the training step itself to time it). Those
 figures go to engine_speed[_avx2]_choices.json, so each file holds one run.
 
 Each case also reports the FLOP rate it reached (the multiply-adds of the forward pass and of the
@@ -115,6 +116,7 @@ def child(name: str) -> dict:
     if variation.pop("default_malloc", False):
         engine.keep_freed_memory = lambda: None  # the trainer's one call to it, skipped
     relu_then_pool = variation.pop("relu_then_pool", False)
+    compiled = variation.pop("compile", False)  # convnet refuses --compile on the CPU (engine.inference), so compiled here
     if "threads" in variation:
         torch.set_num_threads(variation.pop("threads"))
     gen = torch.Generator().manual_seed(0)
@@ -126,6 +128,8 @@ def child(name: str) -> dict:
         trainer = engine.TorchTrainer(config, data, RunFolder.create(config), progress=False)
         if relu_then_pool:
             trainer.forward = trainer.model.layers  # nn.Sequential: every layer in its listed order
+        if compiled:
+            trainer.forward = torch.compile(trainer.forward)  # as TorchTrainer._wrapped does on a GPU
         trainer.train_epoch(0)
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         seconds = trainer.train_epoch(1)[2]
@@ -134,7 +138,7 @@ def child(name: str) -> dict:
     tuned = keep_freed_memory.cache_info().currsize == 1  # whether the trainer's call really ran
     assert tuned != (name == "fast default malloc"), f"{name}: the allocator setting is not the one this case measures"
     return {"ms_per_image": 1000 * seconds / n, "minor_faults_per_image": faults / n, "batch_size": config.batch_size,
-            "autocast": str(trainer.amp), "malloc_tuned": tuned, "threads": torch.get_num_threads(), "compiled": config.compile,
+            "autocast": str(trainer.amp), "malloc_tuned": tuned, "threads": torch.get_num_threads(), "compiled": compiled,
             "gflop_per_s": step_flop * n / seconds / 1e9}
 
 

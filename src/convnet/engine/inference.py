@@ -45,10 +45,18 @@ def autocast_dtype(precision: str, device: torch.device, compiled: bool = False)
     step), and on an H200 with torch 2.11 the same recipe diverged in its first epoch
     (benchmarks/results/recipe_sweep_compile.json).
 
+    Nor does a compiled model train on the CPU: there torch 2.13's compiled max-pool backward gave
+    NaN gradients or index errors in 7 of 8 small conv + max-pool networks restricted to AVX2, and
+    aborted on heap corruption in 1 of 8 with AVX-512 (benchmarks/results/compile_cpu.json), where
+    even the working cases trained slower than eager ones (engine_speed_choices.json).
+
     Raises:
-        ConfigError: bf16 asked for by name together with compiling.
+        ConfigError: compiling on the CPU, or bf16 asked for by name together with compiling.
     """
     if compiled:
+        if device.type == "cpu":
+            raise ConfigError("--compile is not supported on the CPU (torch's compiled max-pool backward gives NaN "
+                              "gradients or crashes there, and trains slower than eager); drop --compile, or use it on a CUDA GPU.")
         if precision == "bf16":
             raise ConfigError("--compile with --precision bf16 is not supported (torch's compiled bf16 training of "
                               "these models diverges); drop --compile, or use --precision fp32 or auto with it.")
