@@ -12,10 +12,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from convnet.cli import main
 from convnet.data import cache
-from convnet.data.image_folder import load_image_folder, scan_folder
+from convnet.data.image_folder import DataWarning, load_image_folder, scan_folder
 from convnet.data.streaming import open_streamed
 from tests.helpers import write_colour_folder
 
@@ -51,7 +52,8 @@ def test_prune_deletes_the_entries_of_folders_that_are_gone_and_keeps_the_others
 def test_a_streamed_entry_goes_whole_and_clear_empties_the_cache(tmp_path, capsys):
     folder = write_colour_folder(tmp_path / "pics", per_class=4)
     load_image_folder(folder)
-    open_streamed(scan_folder(folder))
+    with pytest.warns(DataWarning, match="Caching 12 decoded images for streaming"):
+        open_streamed(scan_folder(folder))
     assert {f.suffix for f in _files()} == {".npz", ".json", ".u8", ".lock"}
     assert len(cache.entries()) == 2
     assert main(["cache", "--clear"]) == 0
