@@ -60,7 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cutout", type=int, help="zero a random NxN square in each image")
     p.add_argument("--precision", choices=cfg.PRECISIONS, help="auto: bf16 where the hardware supports it (fp32 for a compiled model)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model, on a CUDA GPU (it trains in fp32: compiled bf16 training diverges; refused on the CPU, where it crashes)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the model, on a CUDA GPU (it trains in fp32; refused on the CPU, where torch's compiled backward crashes)")
     p.add_argument("--device", choices=cfg.DEVICES)
     p.add_argument("--eval-batch-size", type=int)
     p.add_argument("--tta", type=int, choices=cfg.TTA_LEVELS, help="test-time augmentation for the final validation score")
