@@ -1,9 +1,13 @@
 """Time budgets: `convnet train --time-budget 8m` fits the run to the machine it runs on.
 
 A probe trainer, built exactly as the run's, times a few training steps (the median of five
-single steps after two untimed ones, or of three after one where a step takes over half a percent
-of the budget; and again for the cheaper steps after --whiten-bias-epochs), one validation (the
-final evaluation costs one per TTA view) and one checkpoint on this machine.
+steps, or of three where a step takes over half a percent of the budget, each timed on its own
+within one pass after two untimed steps; and again for the cheaper steps after
+--whiten-bias-epochs), one validation (the final evaluation costs one per TTA view) and one
+checkpoint on this machine. The steps are taken in one pass, as a run takes them: the first step
+of a pass also pays for starting an epoch (a streamed split's loader workers start then), which
+the plan counts once per epoch. Timing steps each in a pass of its own counted that start-up in
+every step, and a streamed run then ended at a tenth of its budget.
 The plan is then the largest number of whole epochs whose training, per-epoch validation and
 final evaluation (with its TTA) fit in the budget, and as many steps of one more epoch as fit in
 what is left (that epoch stops early, as airbench's 9.9 epochs do), planned at SAFETY of the
@@ -19,6 +23,7 @@ time the run really took.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 import tempfile
@@ -39,20 +44,16 @@ from convnet.files import atomic_write
 
 SAFETY = 0.98  # the share of the budget the plan fills: estimates land within about 2.5% of the real time,
 # so runs end between about 95.5% and 100.5% of the budget
-WARMUP_STEPS = 2  # untimed training steps first
 PROBE_STEPS = 5  # timed training steps, one at a time
 # Where one step is a noticeable share of the budget (fp32 `fast` on an AVX2 laptop: 3 s of 8
-# minutes), thirteen probe steps would spend a tenth of it measuring: one warm-up step and the
-# median of three then.
+# minutes), thirteen probe steps would spend a tenth of it measuring: the median of three then.
 SLOW_STEP_SHARE = 0.005
-SLOW_WARMUP_STEPS, SLOW_PROBE_STEPS = 1, 3
+SLOW_PROBE_STEPS = 3
 
 
-def probe_steps(first_step_s: float, budget_s: float) -> tuple[int, int]:
-    """(untimed warm-up steps, timed steps) for a machine whose first step took `first_step_s`."""
-    if first_step_s > SLOW_STEP_SHARE * budget_s:
-        return SLOW_WARMUP_STEPS, SLOW_PROBE_STEPS
-    return WARMUP_STEPS, PROBE_STEPS
+def probe_steps(first_step_s: float, budget_s: float) -> int:
+    """How many steps to time on a machine whose first step took `first_step_s`."""
+    return SLOW_PROBE_STEPS if first_step_s > SLOW_STEP_SHARE * budget_s else PROBE_STEPS
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class Plan:
     frozen_step_s: float  # the same once --whiten-bias-epochs have passed (backward does less); step_s without them
     validation_s: float  # measured seconds of one validation pass (no TTA)
     checkpoint_s: float  # measured seconds of one epoch's checkpoint (model file and resume state)
+    epoch_start_s: float  # measured seconds of starting an epoch beyond a step (a streamed split's loader workers)
     final_evaluation_s: float  # seconds of the final TTA evaluation: one validation per view (0 without TTA)
     probe_s: float  # what measuring took, counted in the budget
     probe_steps: int  # timed steps behind step_s (and frozen_step_s): fewer where steps are slow
@@ -78,16 +80,15 @@ def plan_epochs(trainer: TorchTrainer, budget_s: float, group: Group) -> Plan:
     first_s = _timed(lambda: trainer.train_epoch(0, max_steps=1))  # allocator, kernels, caches: not counted
     if group.active:  # every rank must take as many steps (each is a collective): decided on the mean
         first_s = (sum_over_ranks(group, torch.tensor([first_s], dtype=torch.float64)) / group.world).item()
-    warmup, timed = probe_steps(first_s, budget_s)
-    for _ in range(warmup - 1):
-        trainer.train_epoch(0, max_steps=1)
+    timed = probe_steps(first_s, budget_s)
     # The median of single steps: one step slowed by another process does not skew the plan.
-    step_s = statistics.median(_timed(lambda: trainer.train_epoch(0, max_steps=1)) for _ in range(timed))
+    opening_s, *steps = _step_times(trainer, 0, 1 + timed)
+    step_s = statistics.median(steps)
+    epoch_start_s = max(0.0, opening_s - step_s)
     frozen_from = trainer.config.whiten_bias_epochs if trainer.whitening_bias is not None and not group.active else 0
     frozen_s = step_s
     if frozen_from:  # an epoch past them, where the whitening bias no longer learns
-        trainer.train_epoch(frozen_from, max_steps=1)
-        frozen_s = statistics.median(_timed(lambda: trainer.train_epoch(frozen_from, max_steps=1)) for _ in range(timed))
+        frozen_s = statistics.median(_step_times(trainer, frozen_from, 1 + timed)[1:])
     validation_s = _timed(lambda: trainer.validate(0)) if trainer.data.val is not None else 0.0
     # The final evaluation passes every view of each image: it costs one validation per TTA view
     # (timing it instead would spend that much of the budget on measuring).
@@ -95,8 +96,8 @@ def plan_epochs(trainer: TorchTrainer, budget_s: float, group: Group) -> Plan:
     checkpoint_s = _timed(lambda: _checkpoint_to_scratch(trainer)) if group.main else 0.0
     probe_s = time.perf_counter() - start
     if group.active:  # every rank must plan the same run: the mean of every measurement (rank 0 alone saves)
-        measured = torch.tensor([step_s, frozen_s, validation_s, final_s, checkpoint_s * group.world, probe_s], dtype=torch.float64)
-        step_s, frozen_s, validation_s, final_s, checkpoint_s, probe_s = (sum_over_ranks(group, measured) / group.world).tolist()
+        measured = torch.tensor([step_s, frozen_s, validation_s, final_s, checkpoint_s * group.world, epoch_start_s, probe_s], dtype=torch.float64)
+        step_s, frozen_s, validation_s, final_s, checkpoint_s, epoch_start_s, probe_s = (sum_over_ranks(group, measured) / group.world).tolist()
 
     per_epoch = trainer.steps_per_epoch
 
@@ -104,7 +105,7 @@ def plan_epochs(trainer: TorchTrainer, budget_s: float, group: Group) -> Plan:
         """Seconds of a run of `epochs`, the last stopping after `last_steps` (0: whole), the probe included."""
         steps = (epochs - 1) * per_epoch + (last_steps or per_epoch)
         learning = min(steps, frozen_from * per_epoch) if frozen_from else steps  # steps that still train the whitening bias
-        return probe_s + learning * step_s + (steps - learning) * frozen_s + epochs * (validation_s + checkpoint_s) + final_s
+        return probe_s + learning * step_s + (steps - learning) * frozen_s + epochs * (validation_s + checkpoint_s + epoch_start_s) + final_s
 
     limit = SAFETY * budget_s
     epochs = 1
@@ -116,7 +117,7 @@ def plan_epochs(trainer: TorchTrainer, budget_s: float, group: Group) -> Plan:
         fits = [s for s in range(1, per_epoch) if estimate(epochs + 1, s) <= limit]
         if fits:
             epochs, last_steps = epochs + 1, fits[-1]
-    return Plan(budget_s, step_s, frozen_s, validation_s, checkpoint_s, final_s, probe_s, timed, per_epoch, epochs, last_steps,
+    return Plan(budget_s, step_s, frozen_s, validation_s, checkpoint_s, epoch_start_s, final_s, probe_s, timed, per_epoch, epochs, last_steps,
                 estimate(epochs, last_steps))
 
 
@@ -139,6 +140,20 @@ def _checkpoint_to_scratch(trainer: TorchTrainer) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         save_model(Path(tmp) / "model.safetensors", trainer.eval_model, model_info(trainer.config, trainer.data, {}))
         save_state(Path(tmp) / "state.safetensors", {"model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict()})
+
+
+def _step_times(trainer: TorchTrainer, epoch: int, steps: int) -> list[float]:
+    """Seconds of each of the first `steps` steps of `epoch`, taken in one pass: the first counts
+    from the start of the pass, so it includes what starting an epoch costs."""
+    marks = [time.perf_counter()]
+
+    def mark() -> None:
+        if trainer.device.type == "cuda":
+            torch.cuda.synchronize(trainer.device)  # the step's kernels have run, not only been queued
+        marks.append(time.perf_counter())
+
+    trainer.train_epoch(epoch, max_steps=steps, on_step=mark)
+    return [later - earlier for earlier, later in itertools.pairwise(marks)]
 
 
 def _timed(fn) -> float:

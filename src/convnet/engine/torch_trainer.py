@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import reprlib
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -132,8 +133,9 @@ class TorchTrainer(EpochLoop):
     def eval_model(self) -> nn.Module:
         return self.ema.model if self.ema is not None else self.model
 
-    def train_epoch(self, epoch: int, max_steps: int | None = None) -> tuple[float, float, float]:
-        """One pass over the training set (or its first `max_steps` steps: engine.budget's probe)."""
+    def train_epoch(self, epoch: int, max_steps: int | None = None, on_step: Callable[[], None] | None = None) -> tuple[float, float, float]:
+        """One pass over the training set (or its first `max_steps` steps: engine.budget's probe,
+        which times each step through `on_step`, called as each one ends)."""
         cfg = self.config
         gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
         torch.manual_seed(epoch_seed(cfg.seed, epoch))  # dropout and other global-RNG layers
@@ -187,6 +189,8 @@ class TorchTrainer(EpochLoop):
                     )
                 bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{total_correct / seen:.3f}", refresh=False)
             bar.update(n)
+            if on_step is not None:
+                on_step()
         bar.close()
         total_loss, total_correct = self._summed(loss_sum, correct)
         return total_loss / seen, total_correct / seen, time.perf_counter() - start
