@@ -6,8 +6,8 @@ Each case builds a small network (3x3 conv with C filters, 2x2 max-pool, ReLU, a
 runs one training step compiled and one in eager mode on the same batch, in a child process of
 its own (a crash inside torch's generated code kills the process, not this script), and records
 one outcome: `ok` with the largest gradient difference from eager fp64, `wrong` when that
-difference is over 1e-4, `error` with the exception's message, or `crashed` with the signal or
-the C library's last line (heap corruption aborts). The networks of convnet's recipes are among
+difference is over 1e-4 (or NaN), `error` with the exception's message, `crashed` with the signal
+or the C library's last line (heap corruption aborts), or `hung`. The networks of convnet's recipes are among
 the cases: the tutorial network's first layers (32 filters) at its batch of 128.
 
 This is the evidence behind convnet refusing `--compile` on the CPU (engine.inference); with
@@ -25,6 +25,7 @@ from _common import isa_effect, isa_env, write_result
 
 CASES = [(channels, batch) for channels in (4, 8, 16, 32) for batch in (16, 128)]
 TOLERANCE = 1e-4
+TIMEOUT_S = 600  # a case still running then is recorded as hung (compiling one takes seconds)
 
 CHILD = r"""
 import json, sys, torch, torch.nn as nn, torch.nn.functional as F
@@ -42,8 +43,12 @@ print(json.dumps({"max_grad_diff": max((c.double() - p.grad).abs().max().item() 
 
 
 def run_case(channels: int, batch: int, isa: str) -> dict:
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(channels), str(batch)], env=isa_env(isa), capture_output=True, text=True, timeout=600)
     case = {"channels": channels, "batch": batch}
+    try:
+        proc = subprocess.run([sys.executable, "-c", CHILD, str(channels), str(batch)], env=isa_env(isa), capture_output=True, text=True,
+                              timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return {**case, "outcome": "hung", "last_line": f"no result after {TIMEOUT_S} s"}
     if proc.returncode == 0:
         diff = json.loads(proc.stdout.strip().splitlines()[-1])["max_grad_diff"]
         return {**case, "outcome": "ok" if diff <= TOLERANCE else "wrong", "max_grad_diff": diff}
