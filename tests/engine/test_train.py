@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from convnet.engine.config import TrainConfig
 from convnet.engine.inference import autocast_dtype
 from convnet.engine.state_file import read_state
+from convnet.engine.torch_trainer import TorchTrainer
 from convnet.engine.train import TrainingDiverged, resume, train
 from convnet.errors import ConfigError
 from tests.helpers import write_colour_folder
@@ -125,6 +126,27 @@ def test_compiling_is_refused_on_the_cpu_and_in_bf16_and_trains_in_fp32_on_a_gpu
     with pytest.raises(ConfigError, match="--compile with --precision bf16"):
         autocast_dtype("bf16", cuda, compiled=True)
     assert autocast_dtype("bf16", cpu) is torch.bfloat16
+
+
+def test_a_run_compiled_on_a_gpu_resumes_on_the_cpu_without_compiling(colour_folder, tmp_path, monkeypatch):
+    whole = train(_config(colour_folder, tmp_path, name="whole"), progress=False)
+    real = TorchTrainer.train_epoch
+
+    def killed(self, epoch, *args, **kwargs):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real(self, epoch, *args, **kwargs)
+
+    monkeypatch.setattr(TorchTrainer, "train_epoch", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(colour_folder, tmp_path, name="gpu"), progress=False)
+    monkeypatch.setattr(TorchTrainer, "train_epoch", real)
+    config_path = tmp_path / "runs" / "gpu" / "config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "compile": True}))  # as a --compile run on a GPU wrote it
+    resumed = resume(tmp_path / "runs" / "gpu", progress=False)
+    a, b = load_file(whole.run_dir / "model.safetensors"), load_file(resumed.run_dir / "model.safetensors")
+    assert len(resumed.history) == 2 and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads(config_path.read_text())["compile"] is True, "the run folder still says how it was started"
 
 
 def test_the_last_epoch_stops_after_its_steps_and_the_schedule_ends_with_them(colour_folder, tmp_path):

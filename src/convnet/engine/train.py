@@ -12,6 +12,7 @@ from pathlib import Path
 from convnet.data.batches import preview
 from convnet.engine import budget, distributed
 from convnet.engine.config import TrainConfig
+from convnet.engine.inference import resolve_device
 from convnet.engine.loop import EpochLoop, RunResult, TrainData, TrainingDiverged
 from convnet.engine.prepare import prepare_data
 from convnet.engine.run_folder import RunFolder
@@ -70,9 +71,14 @@ def resume(run_dir: str | Path, progress: bool = True) -> RunResult:
     config = run.read_config()
     if config.engine != "torch":
         raise ConvnetError("Runs of the scratch engine cannot be resumed; start the run again (it is a small-data engine).")
+    eager = config.compile and resolve_device(config.device).type == "cpu"
+    if eager:  # compiled on a GPU, resumed on the CPU, where compiling is refused (engine.inference): the weights are the same
+        config = replace(config, compile=False)
     group = distributed.join(config)
     try:
         trainer = TorchTrainer(config, prepare_data(config), run, progress, group)
+        if eager:
+            trainer.say("resuming without --compile: it is refused on the CPU")
         state = run.load_state()
         if state is not None:
             trainer.restore(state)
