@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 # Small arguments for each registered model, so a test can build every one of them cheaply.
@@ -23,3 +24,21 @@ def write_colour_folder(root: Path, per_class: int, size: int = 24, seed: int = 
             img[:, :, channel] = rng.integers(120, 256, size=(size, size), dtype=np.uint8)
             Image.fromarray(img).save(d / f"{i:03d}.png")
     return root
+
+
+def train_interrupted(monkeypatch: pytest.MonkeyPatch, config, epoch: int) -> None:
+    """Train `config` as if Ctrl-C landed as epoch `epoch` (0-based) began: its folder keeps the epochs before it."""
+    from convnet.engine.torch_trainer import TorchTrainer
+    from convnet.engine.train import train
+
+    real = TorchTrainer.train_epoch
+
+    def interrupted(self, at, *args, **kwargs):
+        if at == epoch:
+            raise KeyboardInterrupt
+        return real(self, at, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(TorchTrainer, "train_epoch", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            train(config, progress=False)

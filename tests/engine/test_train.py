@@ -14,10 +14,9 @@ from safetensors.torch import load_file
 from convnet.engine.config import TrainConfig
 from convnet.engine.inference import autocast_dtype
 from convnet.engine.state_file import read_state
-from convnet.engine.torch_trainer import TorchTrainer
 from convnet.engine.train import TrainingDiverged, resume, train
 from convnet.errors import ConfigError
-from tests.helpers import write_colour_folder
+from tests.helpers import train_interrupted, write_colour_folder
 
 
 def _config(data, tmp_path, **kw):
@@ -130,17 +129,7 @@ def test_compiling_is_refused_on_the_cpu_and_in_bf16_and_trains_in_fp32_on_a_gpu
 
 def test_a_run_compiled_on_a_gpu_resumes_on_the_cpu_without_compiling(colour_folder, tmp_path, monkeypatch):
     whole = train(_config(colour_folder, tmp_path, name="whole"), progress=False)
-    real = TorchTrainer.train_epoch
-
-    def killed(self, epoch, *args, **kwargs):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return real(self, epoch, *args, **kwargs)
-
-    monkeypatch.setattr(TorchTrainer, "train_epoch", killed)
-    with pytest.raises(KeyboardInterrupt):
-        train(_config(colour_folder, tmp_path, name="gpu"), progress=False)
-    monkeypatch.setattr(TorchTrainer, "train_epoch", real)
+    train_interrupted(monkeypatch, _config(colour_folder, tmp_path, name="gpu"), epoch=1)
     config_path = tmp_path / "runs" / "gpu" / "config.json"
     config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "compile": True}))  # as a --compile run on a GPU wrote it
     resumed = resume(tmp_path / "runs" / "gpu", progress=False)

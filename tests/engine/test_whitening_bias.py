@@ -22,6 +22,7 @@ from convnet.engine.state_file import read_state
 from convnet.engine.torch_trainer import TorchTrainer
 from convnet.engine.train import resume, train
 from convnet.errors import ConfigError
+from tests.helpers import train_interrupted
 
 WHITEN_EPOCHS = 1
 
@@ -80,17 +81,7 @@ def test_once_frozen_backward_skips_the_first_convs_input_gradient(colour_folder
 def test_a_resumed_run_ends_like_an_uninterrupted_one(colour_folder, tmp_path, monkeypatch, whiten_epochs, killed_in):
     whole = train(_config(colour_folder, tmp_path, name="whole", whiten_bias_epochs=whiten_epochs), progress=False)
 
-    real = TorchTrainer.train_epoch
-
-    def killed(self, epoch, max_steps=None):
-        if epoch == killed_in:
-            raise KeyboardInterrupt
-        return real(self, epoch, max_steps)
-
-    monkeypatch.setattr(TorchTrainer, "train_epoch", killed)
-    with pytest.raises(KeyboardInterrupt):
-        train(_config(colour_folder, tmp_path, name="killed", whiten_bias_epochs=whiten_epochs), progress=False)
-    monkeypatch.setattr(TorchTrainer, "train_epoch", real)
+    train_interrupted(monkeypatch, _config(colour_folder, tmp_path, name="killed", whiten_bias_epochs=whiten_epochs), epoch=killed_in)
     assert read_state(tmp_path / "runs" / "killed" / "state.safetensors")["epoch"] == killed_in
     resumed = resume(tmp_path / "runs" / "killed", progress=False)
     a, b = load_file(whole.run_dir / "model.safetensors"), load_file(resumed.run_dir / "model.safetensors")
