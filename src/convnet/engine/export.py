@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import tempfile
 import warnings
 from pathlib import Path
@@ -64,10 +65,11 @@ def export_onnx(clf: Classifier, out: str | Path, force: bool = False) -> Path:
     Returns:
         The path written.
     Raises:
-        ConfigError: `out` exists without `force`, or onnx / onnxscript / onnxruntime is missing.
+        ConfigError: `out` exists without `force`, or is not a regular file (a FIFO, device or
+            symbolic link, replaced by nothing), or onnx / onnxscript / onnxruntime is missing.
     """
     out = Path(out)
-    _check_destination(out, force)
+    _check_destination(out, force, writes="a regular file")
     proto = onnx_proto(clf)
     with _writing(out):
         atomic_write(out, lambda tmp: Path(tmp).write_bytes(proto.SerializeToString()))
@@ -122,7 +124,8 @@ def export_triton(clf: Classifier, out: str | Path, name: str, force: bool = Fal
     Returns:
         The model's folder, out/name.
     Raises:
-        ConfigError: a bad name or batch size, `out/name` exists without `force`, or the onnx extra is missing.
+        ConfigError: a bad name or batch size, `out/name` exists without `force` or is not a folder
+            (a file, or a symbolic link even to a folder), or the onnx extra is missing.
     """
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
         raise ConfigError(f"The Triton model name {name!r} must be letters, digits, '_', '.' or '-'; pass --name.")
@@ -130,7 +133,7 @@ def export_triton(clf: Classifier, out: str | Path, name: str, force: bool = Fal
         raise ConfigError(f"--max-batch-size must be between 1 and {_MAX_INT32} (Triton's field is an int32), got {max_batch_size}.")
     out = Path(out)
     final = out / name
-    _check_destination(final, force)
+    _check_destination(final, force, writes="a folder")
     proto = onnx_proto(clf)
     with _writing(final):
         out.mkdir(parents=True, exist_ok=True)
@@ -184,15 +187,37 @@ def _replace_folder(new: Path, final: Path) -> None:
         shutil.rmtree(old)
 
 
-def _check_destination(path: Path, force: bool) -> None:
-    """Refuse, before the export's work, a destination that exists (without `force`) or cannot be made."""
+def _check_destination(path: Path, force: bool, writes: str) -> None:
+    """Refuse, before the export's work, a destination that exists (without `force`), that is not
+    what the export writes there (`writes`: "a regular file" or "a folder"), or that cannot be made.
+
+    --force replaces only what an export could have written: never a FIFO, socket or device (a
+    rename over /dev/null would replace the device with a file), and never a symbolic link, which
+    the export does not follow: whatever it points to stays as it is.
+    """
     if "\0" in str(path):
         raise ConfigError(f"The output path {str(path)!r} has a NUL character, which no file name can hold; pass another --out.")
-    if (path.exists() or path.is_symlink()) and not force:
+    kind = _kind(path)
+    if kind is not None and kind != writes:
+        raise ConfigError(f"{path} is {kind}, not {writes} that --force could replace; remove it yourself or pass another --out.")
+    if kind is not None and not force:
         raise ConfigError(f"{path} already exists; pass --force to replace it, or --out to write elsewhere.")
     above = next((p for p in path.parents if p.exists()), None)  # the folder it would be made in
     if above is not None and not above.is_dir():
         raise ConfigError(f"Cannot write {path}: {above} is a file, not a folder; pass an --out elsewhere.")
+
+
+_KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def _kind(path: Path) -> str | None:
+    """What is at `path` in a few words, a symbolic link as itself (not followed); None for nothing."""
+    try:
+        mode = os.lstat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return next((words for test, words in _KINDS if test(mode)), "a special file")
 
 
 @contextlib.contextmanager
