@@ -21,6 +21,7 @@ import csv
 import io
 import json
 import os
+import stat
 from datetime import datetime
 from pathlib import Path
 
@@ -32,6 +33,19 @@ from convnet.files import atomic_write
 MAX_CONFIG_BYTES = 1_000_000  # a config.json is a few kB; a larger one is not ours
 
 HISTORY_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
+
+
+_KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def _kind(path: Path) -> str | None:
+    """What is at `path` in a few words, a symbolic link as itself (not followed); None for nothing."""
+    try:
+        mode = os.lstat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return next((words for test, words in _KINDS if test(mode)), "a special file")
 
 
 class RunFolder:
@@ -113,9 +127,23 @@ class RunFolder:
 
     @classmethod
     def open(cls, path: str | Path) -> RunFolder:
+        """The run folder at `path`, every file of it that exists checked to be a regular file.
+
+        Reading a run folder never follows a symbolic link (which could lead anywhere, or to
+        another run), and a folder or FIFO where a file belongs would be read from (a FIFO:
+        forever) or fail a write after an epoch of work: each is refused here, before any.
+
+        Raises:
+            CheckpointError: no config.json, or a file of the run that is not a regular file.
+        """
         run = cls(Path(path))
-        if not run.config_path.is_file():
+        if _kind(run.config_path) is None:
             raise CheckpointError(f"{path} is not a run folder (no config.json); pass a folder written by `convnet train`.")
+        for file in (run.config_path, run.state_path, run.legacy_state_path, run.model_path, run.history_path,
+                     run.curves_path, run.samples_path, run.plan_path):
+            kind = _kind(file)
+            if kind not in (None, "a regular file"):
+                raise CheckpointError(f"{file} is {kind}, not a regular file as convnet writes it; replace it with the run's own file, or start a new run.")
         return run
 
     def read_config(self) -> TrainConfig:
