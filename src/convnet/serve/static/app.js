@@ -2,6 +2,7 @@
 // Plain JavaScript, no build step and nothing fetched from outside the server: the page works offline.
 // Every number and image comes from the JSON API (/api/models, /api/model, /predict, /cam, /features).
 import { api, el, showError } from "./common.js";
+import { count, historyLabel, metricRows, metricValue, normalization, percent } from "./format.js";
 
 const TOP_K = 5;
 const $ = (id) => document.getElementById(id);
@@ -30,20 +31,12 @@ function form(fields) {
 
 // ---- small helpers ---------------------------------------------------------------------------
 
-const percent = (p) => `${(100 * p).toFixed(1)}%`;
 const pngSrc = (b64) => `data:image/png;base64,${b64}`;
 const modelName = () => $("model-select").value;
 const currentImage = () => state.images[state.selected];
 
 function setStatus(message) {
   $("status").textContent = message || "";
-}
-
-function formatNumber(key, v) {
-  if (typeof v !== "number") return typeof v === "object" ? JSON.stringify(v) : String(v);
-  if (/acc/.test(key) && v >= 0 && v <= 1) return percent(v);
-  if (Number.isInteger(v)) return v.toLocaleString("en");
-  return String(Number(v.toPrecision(4)));
 }
 
 // ---- models and the model card ---------------------------------------------------------------
@@ -86,15 +79,15 @@ function modelCard(m) {
   fact("File format", m.format);
   fact("Architecture", `${m.model}${args}`);
   fact("Input", `${m.in_chans} × ${h} × ${w} (channels × height × width)`);
-  if (m.mean && m.std) fact("Normalization", `mean ${m.mean.map((v) => formatNumber("", v)).join(", ")}; std ${m.std.map((v) => formatNumber("", v)).join(", ")}`);
+  if (m.mean && m.std) fact("Normalization", normalization(m.mean, m.std));
   if (m.data_source) fact("Trained on", m.data_source);
-  if (m.total_params !== undefined && m.total_params !== null) fact("Parameters", formatNumber("", m.total_params));
+  if (m.total_params !== undefined && m.total_params !== null) fact("Parameters", count(m.total_params));
 
   const left = [facts];
   left.push(el("h3", { text: `Classes (${m.classes.length})` }), el("ul", { class: "chips", "data-testid": "classes" }, ...m.classes.map((c) => el("li", { text: c }))));
   if (m.metrics && Object.keys(m.metrics).length) {
-    const rows = Object.entries(m.metrics).map(([k, v]) => el("tr", {}, el("th", { scope: "row", text: k }), el("td", { class: "num", text: formatNumber(k, v) })));
-    left.push(el("h3", { text: "Final metrics" }), el("div", { class: "scroll-x" }, el("table", { "data-testid": "metrics" }, el("tbody", {}, ...rows))));
+    const rows = metricRows(m.metrics).map(([label, value]) => el("tr", {}, el("th", { scope: "row", text: label }), el("td", { class: "num", text: value })));
+    left.push(el("h3", { text: "At the end of training" }), el("div", { class: "scroll-x" }, el("table", { "data-testid": "metrics" }, el("tbody", {}, ...rows))));
   }
   const right = m.summary && m.summary.length ? [el("h3", { text: "Layers" }), el("div", { class: "scroll-x" }, summaryTable(m))] : [];
   const parts = [el("div", { class: "model-grid" }, el("div", {}, ...left), el("div", {}, ...right))];
@@ -112,15 +105,15 @@ function summaryTable(m) {
   const rows = m.summary.map((r) => el("tr", {},
     el("td", { class: "mono", text: r.layer }),
     el("td", { class: "mono", text: `(${r.output_shape.join(", ")})` }),
-    el("td", { class: "num", text: formatNumber("", r.params) })));
-  const foot = el("tr", {}, el("th", { scope: "row", text: "Total" }), el("td"), el("td", { class: "num", text: formatNumber("", m.total_params) }));
+    el("td", { class: "num", text: count(r.params) })));
+  const foot = el("tr", {}, el("th", { scope: "row", text: "Total" }), el("td"), el("td", { class: "num", text: count(m.total_params) }));
   return el("table", { "data-testid": "summary" }, el("thead", {}, head), el("tbody", {}, ...rows), el("tfoot", {}, foot));
 }
 
 function historyTable(history) {
   const keys = Object.keys(history[0]).filter((k) => /epoch|acc|loss/.test(k));
-  const head = el("tr", {}, ...keys.map((k) => el("th", { scope: "col", class: "num", text: k })));
-  const rows = history.map((row) => el("tr", {}, ...keys.map((k) => el("td", { class: "num", text: formatNumber(k, row[k]) }))));
+  const head = el("tr", {}, ...keys.map((k) => el("th", { scope: "col", class: "num", text: historyLabel(k) })));
+  const rows = history.map((row) => el("tr", {}, ...keys.map((k) => el("td", { class: "num", text: metricValue(k, row[k]) }))));
   return el("table", { "data-testid": "history" }, el("thead", {}, head), el("tbody", {}, ...rows));
 }
 
