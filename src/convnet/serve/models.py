@@ -1,5 +1,8 @@
 """The models a server holds: each file loaded once, named, with its card and its batchers.
 
+A run folder's history.csv and curves.png are read without following links, each time they are
+shown: a folder whose curves.png links to /etc/passwd must not publish it (`read_run_file`).
+
 Names: the file's stem, or its run folder's name when the file is `model.*` inside a run folder
 (runs/cats/model.safetensors -> "cats"), or the folder's name when a run folder is given; a
 name already taken gets -2, -3, ... in the order the files were given.
@@ -8,6 +11,8 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -25,6 +30,7 @@ from convnet.serve.batching import MicroBatcher
 from convnet.serve.config import ServeConfig
 
 MAX_HISTORY_BYTES = 1_000_000  # a history.csv is a few kB; a larger one is not shown
+MAX_CURVES_BYTES = 20_000_000  # a curves.png is tens of kB; a larger one is not shown
 
 
 @dataclass
@@ -32,7 +38,7 @@ class ServedModel:
     name: str
     path: Path  # the model file
     clf: object  # engine.checkpoint.Classifier, or the ONNX runner with the same interface minus .model
-    run_dir: Path | None  # the run folder beside the file (history.csv, curves.png), if there is one
+    run_dir: Path  # the folder of the file, or the run folder given: where history.csv and curves.png would be
     card: dict  # GET /api/model's body
     batchers: dict[int, MicroBatcher] = field(default_factory=dict)  # TTA level -> its /predict batcher
 
@@ -41,10 +47,29 @@ class ServedModel:
         """Whether Grad-CAM and feature maps can run: they need the PyTorch module, which an ONNX file has not."""
         return getattr(self.clf, "model", None) is not None
 
-    @property
-    def curves_path(self) -> Path | None:
-        path = self.run_dir / "curves.png" if self.run_dir else None
-        return path if path is not None and path.is_file() else None
+    def curves(self) -> bytes | None:
+        """The run's curves.png as it is now, or None when there is none (or it is a link, or too large)."""
+        return read_run_file(RunFolder(self.run_dir).curves_path, MAX_CURVES_BYTES)
+
+
+def read_run_file(path: Path, max_bytes: int) -> bytes | None:
+    """The bytes of a run-folder file, or None when it is absent, a link, not a regular file or over `max_bytes`.
+
+    Links are not followed (O_NOFOLLOW): the server would publish whatever they point to. The
+    file is opened without blocking and checked with fstat, so a FIFO is refused, not waited on,
+    and the check and the read see the same file.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except (OSError, ValueError):  # absent, a link (ELOOP), unreadable; ValueError: a NUL in the name
+        return None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
+            return None
+        data = f.read(max_bytes + 1)  # the file may have grown since fstat
+    return data if len(data) <= max_bytes else None
 
 
 def model_file_name(path: Path) -> str:
@@ -78,14 +103,14 @@ def _number(text: str):
     return text or None
 
 
-def read_history(run_dir: Path | None) -> list[dict] | None:
-    """history.csv as a list of rows with numbers, or None when there is none or it is unreadable."""
-    path = RunFolder(run_dir).history_path if run_dir else None
-    if path is None or not path.is_file() or path.stat().st_size > MAX_HISTORY_BYTES:
+def read_history(run_dir: Path) -> list[dict] | None:
+    """history.csv as a list of rows with numbers, or None when there is none or it is unreadable (see `read_run_file`)."""
+    data = read_run_file(RunFolder(run_dir).history_path, MAX_HISTORY_BYTES)
+    if data is None:
         return None
     try:
-        rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
-    except (OSError, UnicodeDecodeError, csv.Error):
+        rows = list(csv.DictReader(io.StringIO(data.decode("utf-8"))))
+    except (UnicodeDecodeError, csv.Error):
         return None
     return [{k: _number(v) for k, v in row.items() if isinstance(k, str) and isinstance(v, str)} for row in rows]
 
@@ -124,7 +149,7 @@ def _card(m: ServedModel) -> dict:
         "data_source": info.data_source,
         "summary": summary,
         "total_params": total,
-        "curves": f"/api/model/curves.png?model={quote(m.name)}" if m.curves_path else None,
+        "curves": f"/api/model/curves.png?model={quote(m.name)}" if m.curves() is not None else None,
         "history": read_history(m.run_dir),
         "explainable": m.explainable,
     }
@@ -157,7 +182,6 @@ def load_models(paths: list[str | Path], config: ServeConfig) -> list[ServedMode
     for name, path in zip(names, paths, strict=True):
         clf = load_classifier(path)
         run_dir = path if path.is_dir() else path.parent
-        run_dir = run_dir if (run_dir / "history.csv").is_file() or (run_dir / "curves.png").is_file() else None
         model_path = RunFolder(path).model_path if path.is_dir() else path
         m = ServedModel(name, model_path, clf, run_dir, card={})
         m.card = _card(m)

@@ -8,7 +8,9 @@ Every upload is someone else's file. The rules:
 - The type is judged by the content, never the name, and only the formats convnet reads are
   tried (`FORMATS`), so Pillow never hands a file to an external program (EPS to Ghostscript).
 - The pixel count is read from the header and checked before any pixel is decoded
-  (decompression bombs: a few kB of PNG can claim 100,000 x 100,000 pixels).
+  (decompression bombs: a few kB of PNG can claim 100,000 x 100,000 pixels), per image and for
+  the whole request, and so is the number of files (`check_request_pixels`, `check_file_count`): a request of many tiny
+  files that each claim a large screen would otherwise keep the decoders busy for everyone.
 - Truncated or damaged data is a one-sentence 400, whatever the decoder raised.
 """
 from __future__ import annotations
@@ -33,14 +35,14 @@ class TooLargeError(DataError):
     """An upload over one of the server's limits (HTTP 413)."""
 
 
-def decode_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
-    """The uploaded bytes as a fully decoded Pillow image.
+def open_upload(data: bytes, name: str, max_pixels: int) -> Image.Image:
+    """The uploaded bytes as a Pillow image whose header is read and checked, no pixel decoded yet.
 
     Args:
         name: the file name the client gave, used only in messages.
     Raises:
         TooLargeError: more than `max_pixels` pixels.
-        DataError: not an image in one of `FORMATS`, or truncated or damaged.
+        DataError: not an image in one of `FORMATS`.
     """
     Image.init()  # registers every opener once: `formats` may only name registered ones, and WEBP and TIFF are not preloaded
     try:
@@ -54,6 +56,29 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
     width, height = img.size
     if width * height > max_pixels:
         raise TooLargeError(f"{name} is {width}x{height} pixels, over this server's limit of {max_pixels:,} (--max-pixels); upload a smaller image.")
+    return img
+
+
+def check_file_count(count: int, max_files: int) -> None:
+    """Raises TooLargeError when a request has more than `max_files` files."""
+    if count > max_files:
+        raise TooLargeError(f"This request has {count} files, over this server's limit of {max_files} (--max-files); send them in several requests.")
+
+
+def check_request_pixels(images: list[Image.Image], max_request_pixels: int) -> None:
+    """Raises TooLargeError when `images` (from `open_upload`) claim more pixels together than `max_request_pixels`."""
+    claimed = sum(img.width * img.height for img in images)
+    if claimed > max_request_pixels:
+        raise TooLargeError(f"The images of this request claim {claimed:,} pixels together, over this server's limit of {max_request_pixels:,} "
+                            "(--max-request-pixels); send fewer or smaller images per request.")
+
+
+def decode_upload(img: Image.Image, name: str) -> Image.Image:
+    """Decode the pixels of an image from `open_upload`.
+
+    Raises:
+        DataError: truncated or damaged data.
+    """
     try:
         img.load()
     except Exception as e:  # truncated data, a broken chunk, a corrupt stream: all the same to the client
