@@ -10,6 +10,7 @@ import asyncio
 import base64
 import io
 import json
+import re
 import socket
 import struct
 import sys
@@ -246,11 +247,25 @@ def test_explain_is_convnet_explain_json(client, capsys):
 def test_pages_and_openapi(client):
     spec = client.get("/openapi.json").json()
     assert {"/predict", "/cam", "/features", "/api/model", "/healthz", "/api/explain"} <= set(spec["paths"])
-    assert client.get("/docs").status_code == 200
     for page in ("/", "/explain"):
         r = client.get(page)
         # The pages are another part's files; until they exist the answer is still one JSON sentence.
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/html") or _assert_one_sentence(r, 404)
+
+
+def test_docs_load_nothing_from_outside_the_server(client):
+    # Swagger UI's default page loads its script and style from a CDN: blank offline.
+    r = client.get("/docs")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "http://" not in r.text and "https://" not in r.text, r.text
+    assets = re.findall(r"""(?:src|href|url)\s*[=:]\s*["']([^"']+)["']""", r.text)  # every URL the page loads
+    assert all(a.startswith("/") and not a.startswith("//") for a in assets), assets  # this server's paths only
+    assert {a.rsplit("/", 1)[-1] for a in assets} >= {"swagger-ui-bundle.js", "swagger-ui.css"}, assets
+    for asset in assets:
+        got = client.get(asset)
+        assert got.status_code == 200 and len(got.content) > 1000, asset  # the real files, not an error sentence
+    assert "SwaggerUIBundle" in client.get(next(a for a in assets if a.endswith(".js"))).text
+    assert client.get("/redoc").status_code == 404  # FastAPI's other docs page, from a CDN too, is not served
 
 
 # --- bad input ---------------------------------------------------------------------------------
@@ -354,7 +369,7 @@ def test_an_onnx_model_predicts_as_its_source_and_explains_that_it_cannot_show_l
     app = create_app(load_models([onnx_file, model_file], ServeConfig()))
 
     async def ask() -> dict:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:  # a loopback server answers its own names only
             upload = [_upload(p, "files") for p in images[:4]]
             return {
                 "models": (await c.get("/api/models")).json(),
