@@ -229,11 +229,12 @@ def test_unreadable_image_is_a_data_error(trained, tmp_path):
 def test_cli_end_to_end(trained, tmp_path, capsys, monkeypatch):
     path, (images, labels) = trained
     image = save_png(images[first_of(labels, 1)], tmp_path / "in.png")
-    monkeypatch.chdir(tmp_path)  # the default --out is ./cam
+    monkeypatch.chdir(tmp_path)
 
-    assert main(["cam", str(path), str(image)]) == 0
-    assert capsys.readouterr().out.strip() == "cam/cam_right.png"
-    assert read_png(tmp_path / "cam" / "cam_right.png").size > 0
+    assert main(["cam", str(path), str(image)]) == 0  # the default --out: cam/<image name>/ beside the model
+    written = path.parent / "cam" / "in" / "cam_right.png"
+    assert capsys.readouterr().out.strip() == str(written)
+    assert read_png(written).size > 0
 
     assert main(["cam", str(path), str(image), "--class", "none", "--out", "elsewhere"]) == 0
     assert (tmp_path / "elsewhere" / "cam_none.png").is_file()

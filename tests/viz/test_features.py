@@ -1,11 +1,14 @@
 """Feature maps and filters against the model's layers run by hand in float64, and the files written."""
 import copy
+import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from matplotlib.collections import QuadMesh
 from PIL import Image
 
 from convnet.cli import main
@@ -20,7 +23,10 @@ from convnet.errors import ConfigError, DataError
 from convnet.models import create_model, list_models
 from convnet.spec import TUTORIAL_SPEC, plan
 from convnet.viz.features import (
+    conv_layers,
     feature_maps,
+    feature_maps_figure,
+    filters_figure,
     first_layer_filters,
     render_feature_maps,
     render_filters,
@@ -107,7 +113,8 @@ def test_every_registered_model_shows_all_its_convolutions(name, tmp_path):
     bias = None if first.bias is None else first.bias.double()
     want = F.conv2d(x, first.weight.double(), bias, first.stride, first.padding)[0]
     torch.testing.assert_close(maps[0][1].double(), want, rtol=0, atol=1e-4)
-    assert len(write_features(clf.model, clf.model_input(image), tmp_path / "out")) == len(convs) + 1
+    # write_features finds each map's layer by its name (drawing every family's figures would take long).
+    assert sorted(name for name, _ in maps) == sorted(name for name, _ in conv_layers(clf.model))
 
 
 def minmax_by_hand(a: np.ndarray) -> np.ndarray:
@@ -124,6 +131,51 @@ def test_each_feature_map_cell_is_its_channel_min_max_normalised_and_upscaled():
         expected = minmax_by_hand(activation[k].numpy().astype(np.float64)).repeat(2, 0).repeat(2, 1)
         np.testing.assert_allclose(cell[:, :, 0], expected, atol=1)
         assert (cell[:, :, 0] == cell[:, :, 2]).all()
+
+
+def tiles(mosaic: np.ndarray, n: int, h: int, w: int, pad: int = 2) -> list[np.ndarray]:
+    """The n (h, w) cells of a near-square grid with `pad` pixels around and between them."""
+    ncols = math.ceil(math.sqrt(n))
+    return [mosaic[pad + (k // ncols) * (h + pad):][:h, pad + (k % ncols) * (w + pad):][:, :w] for k in range(n)]
+
+
+def test_a_layer_figure_shows_the_input_beside_its_maps_and_says_what_they_are(case, tmp_path):
+    ckpt, images, planned = case
+    clf = load_checkpoint(ckpt)
+    pixels = clf.to_input(images[0])
+    (name, activation), *_ = feature_maps(clf.model, clf.model_input(pixels))
+    fig = feature_maps_figure(pixels, name, clf.model.layers[0], activation)
+    ax_input, ax_maps, ax_bar = fig.axes
+
+    c, h, w = next(layer for layer in planned.layers if layer.kind == "conv2d").out_shape
+    title, explanation = (t.get_text() for t in fig.texts)
+    assert title.startswith("layers.0 (Conv2d") and f"output {c} x {h} x {w} (C x H x W)" in title
+    assert "bright" in explanation and "before batch norm and ReLU" in explanation
+    # The input as the model sees it, grey images as three equal channels.
+    shown = ax_input.images[0].get_array()
+    np.testing.assert_array_equal(shown, np.broadcast_to(pixels.numpy(), (3, *pixels.shape[1:])).transpose(1, 2, 0))
+    # Every tile is its channel of the first convolution redone in float64, min-max scaled by hand.
+    x = normalize(pixels[None], clf.info.mean, clf.info.std).double()
+    want = copy.deepcopy(clf.model.layers[0]).double()(x)[0].detach().numpy()
+    for tile, channel in zip(tiles(np.asarray(ax_maps.images[0].get_array()), c, h, w), want, strict=True):
+        np.testing.assert_allclose(tile[:, :, 0], minmax_by_hand(channel), atol=1)
+    # The colour bar: grey from 0 to 1, labelled with how the tiles are scaled.
+    assert ax_bar.get_ylabel() == "each tile scaled on its own: its lowest value 0, its highest 1"
+    (bar,) = [c for c in ax_bar.collections if isinstance(c, QuadMesh)]  # the bar's colours
+    assert bar.get_cmap().name == "gray" and bar.get_clim() == (0, 1)
+
+
+@pytest.mark.parametrize("in_chans, seen", [(3, "as RGB"), (1, "in grey: each filter's mean weight over its 1 input channel")])
+def test_the_filters_figure_says_what_it_shows(in_chans, seen):
+    weights = torch.randn(8, in_chans, 3, 3, generator=torch.Generator().manual_seed(0))
+    fig = filters_figure("layers.0", weights)
+    title, explanation = (t.get_text() for t in fig.texts)
+    assert title.startswith("layers.0: the first convolution's 3x3 filters\n") and seen in title
+    assert "bright where its weights are high" in explanation
+    ax, ax_bar = fig.axes
+    assert ax.get_title() == "8 filters of 3 x 3" and "its lowest weight 0, its highest 1" in ax_bar.get_ylabel()
+    for tile, weight in zip(tiles(np.asarray(ax.images[0].get_array()), 8, 3, 3), weights.double().numpy(), strict=True):
+        np.testing.assert_allclose(tile[:, :, :in_chans], minmax_by_hand(weight).transpose(1, 2, 0), atol=1)
 
 
 def test_constant_channel_renders_black_not_nan():
@@ -151,7 +203,7 @@ def test_write_features_writes_one_png_per_convolution_and_the_filters(case, tmp
     ckpt, images, planned = case
     clf = load_checkpoint(ckpt)
     convs = [i for i, layer in enumerate(planned.layers) if layer.kind == "conv2d"]
-    written = [write_features(clf.model, clf.model_input(image), tmp_path / f"out{k}") for k, image in enumerate(images)]
+    written = [write_features(clf.model, clf.to_input(image), clf.model_input(image), tmp_path / f"out{k}") for k, image in enumerate(images)]
 
     for paths, out in zip(written, ("out0", "out1"), strict=True):
         assert [p.name for p in paths] == [f"features_layers.{i}.png" for i in convs] + ["filters.png"]
@@ -169,7 +221,7 @@ def test_unreadable_and_missing_images_are_data_errors(case, tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image at all")
     with pytest.raises(DataError, match="broken.png"):
-        write_features(clf.model, clf.model_input(broken), tmp_path / "out")
+        write_features(clf.model, clf.to_input(broken), clf.model_input(broken), tmp_path / "out")
     with pytest.raises(DataError, match="no image file"):
         feature_maps(clf.model, clf.model_input(tmp_path / "missing.png"))
     assert not (tmp_path / "out").exists()
@@ -177,19 +229,20 @@ def test_unreadable_and_missing_images_are_data_errors(case, tmp_path):
 
 def test_a_model_without_convolutions_says_so(tmp_path):
     clf = load_checkpoint(saved_model(tmp_path, "spec", {"arch": "d8"}, 1, (8, 8)))
+    pixels = clf.to_input(write_png(tmp_path / "x.png", 1, (8, 8), 0))
     with pytest.raises(ConfigError, match="no convolution layers"):
-        write_features(clf.model, clf.model_input(write_png(tmp_path / "x.png", 1, (8, 8), 0)), tmp_path / "out")
+        write_features(clf.model, pixels, clf.model_input(pixels), tmp_path / "out")
 
 
 def test_cli_writes_and_prints_the_pngs(tmp_path, capsys, monkeypatch):
     ckpt = saved_model(tmp_path, *MODELS["tutorial"][:2], 3, (32, 32))
     image = write_png(tmp_path / "x.png", 3, (32, 32), 0)
-    monkeypatch.chdir(tmp_path)  # the default --out is ./features
+    monkeypatch.chdir(tmp_path)
 
-    assert main(["features", str(ckpt), str(image)]) == 0
+    assert main(["features", str(ckpt), str(image)]) == 0  # the default --out: features/<image name>/ beside the model
     printed = capsys.readouterr().out.split()
     assert [p.split("/")[-1] for p in printed] == ["features_layers.0.png", "features_layers.3.png", "features_layers.6.png", "filters.png"]
-    assert all((tmp_path / p).is_file() and (tmp_path / p).parent == tmp_path / "features" for p in printed)
+    assert all(Path(p).is_file() and Path(p).parent == tmp_path / "features" / "x" for p in printed)
 
 
 def test_cli_reports_an_unreadable_image_in_one_line(tmp_path, capsys):

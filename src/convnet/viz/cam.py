@@ -18,6 +18,7 @@ is the map just before the pooling, which `forward_features` would already have 
 """
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -25,10 +26,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
 from PIL import Image
 
 from convnet.errors import ConfigError
-from convnet.viz.grid import fit_scale, image_grid, save_png, to_pil
+from convnet.viz.grid import fit_scale, save_figure, show_image, to_pil
 from convnet.viz.hooks import hooked
 
 CAM_PIXELS = 256  # the overlay is upscaled until its longer side is about this many pixels
@@ -39,25 +43,28 @@ class Cam(NamedTuple):
     heatmap: torch.Tensor  # (H, W) float32 in [0, 1], at the model's input size
     class_name: str  # the class explained
     probability: float  # the model's softmax probability of that class
+    layer: str  # the module whose output map was weighed, e.g. "layers.7 (ReLU)"
+    layer_shape: tuple[int, int, int]  # that map's (K, h, w)
 
 
-def _forward_keeping_last_map(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _forward_keeping_last_map(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, str, torch.Tensor]:
     """Run the model, keeping the output of the last module that still has a spatial map.
 
     Returns:
-        (logits (1, num_classes), target map (1, K, h, w)), both part of the autograd graph.
+        (logits (1, num_classes), the module's name and type, target map (1, K, h, w)); the
+        tensors are part of the autograd graph.
     """
-    spatial: list[torch.Tensor] = []
+    spatial: list[tuple[str, torch.Tensor]] = []
 
-    def keep(module: nn.Module, inputs, output) -> None:
+    def keep(name: str, module: nn.Module, inputs, output) -> None:
         if isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[2] * output.shape[3] > 1:
-            spatial.append(output)
+            spatial.append((f"{name} ({type(module).__name__})", output))
 
-    with hooked(model, [(m, keep) for m in model.modules()]):
+    with hooked(model, [(m, partial(keep, name)) for name, m in model.named_modules()]):
         logits = model(x)
     if not spatial:
         raise ConfigError("Every layer of this model reduces the image to 1x1, so Grad-CAM has no map to show; use a model with convolutions on a larger input.")
-    return logits, spatial[-1]
+    return logits, *spatial[-1]
 
 
 def class_index(classes: tuple[str, ...], class_name: str | None, logits: torch.Tensor) -> int:
@@ -79,12 +86,13 @@ def grad_cam(model: nn.Module, x: torch.Tensor, classes: tuple[str, ...], class_
         classes: the model's class names.
         class_name: the class to explain; default the model's prediction.
     Returns:
-        Cam(heatmap (H, W) in [0, 1] at input resolution, class name, its probability).
+        Cam(heatmap (H, W) in [0, 1] at input resolution, class name, its probability, the
+        layer explained and its map's shape).
     """
     # The input requires grad so the graph is built even when the weights are frozen.
     x = x.detach().clone().requires_grad_(True)
     with torch.enable_grad():
-        logits, target = _forward_keeping_last_map(model, x)
+        logits, layer, target = _forward_keeping_last_map(model, x)
         c = class_index(classes, class_name, logits[0])
         (grads,) = torch.autograd.grad(logits[0, c], target)
     weights = grads.mean(dim=(2, 3), keepdim=True)  # (1, K, 1, 1)
@@ -93,7 +101,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, classes: tuple[str, ...], class_
     top = cam.max()
     heatmap = cam / top if top > 0 else cam
     probability = torch.softmax(logits.detach()[0].double(), dim=0)[c]
-    return Cam(heatmap.float().cpu(), classes[c], float(probability))
+    return Cam(heatmap.float().cpu(), classes[c], float(probability), layer, tuple(target.shape[1:]))
 
 
 def blend(image: torch.Tensor, heatmap: torch.Tensor, alpha: float = CAM_ALPHA) -> torch.Tensor:
@@ -121,18 +129,26 @@ def cam_overlay(image: torch.Tensor, heatmap: torch.Tensor, scale: int | None = 
     return to_pil(blend(image, heatmap), scale or fit_scale(image.shape[1:], CAM_PIXELS))
 
 
-def cam_figure(pixels: torch.Tensor, cam: Cam) -> Image.Image:
-    """The input and its Grad-CAM overlay side by side, captioned.
+def cam_figure(pixels: torch.Tensor, cam: Cam) -> Figure:
+    """The input and its Grad-CAM overlay side by side, with a colour bar and a caption.
 
     Args:
         pixels: the image as the model sees it, uint8 (C, H, W) at its input size.
+    Returns:
+        A Figure of three axes: the input, the overlay (`blend` at input size), the colour bar.
     """
-    return image_grid(
-        [pixels, blend(pixels, cam.heatmap)],
-        captions=["input", f"Grad-CAM: {cam.class_name} ({cam.probability:.1%})"],
-        ncols=2,
-        scale=fit_scale(pixels.shape[1:], CAM_PIXELS),
-    )
+    fig = Figure(figsize=(10, 5), layout="constrained")
+    ax_input, ax_cam = fig.subplots(1, 2)
+    show_image(ax_input, pixels, f"input ({pixels.shape[1]} x {pixels.shape[2]} pixels)")
+    show_image(ax_cam, blend(pixels, cam.heatmap), f"where the evidence for {cam.class_name} lies")
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), "jet"), ax=ax_cam, shrink=0.8)
+    bar.set_label(f"relative importance for {cam.class_name} (0: none, 1: the most in this image)", fontsize=9)
+    k, h, w = cam.layer_shape
+    fig.suptitle(f"Grad-CAM for {cam.class_name} (probability {cam.probability:.1%}), "
+                 f"from layer {cam.layer}: {k} x {h} x {w}", fontsize=13)
+    fig.supxlabel(f"The {h} x {w} map weighted by how much each channel raises the score of {cam.class_name}, "
+                  f"enlarged to the input; laid over it at {CAM_ALPHA:.0%}.", fontsize=10)
+    return fig
 
 
 def write_cam(model: nn.Module, pixels: torch.Tensor, x: torch.Tensor, classes: tuple[str, ...], out_dir: str | Path,
@@ -147,4 +163,4 @@ def write_cam(model: nn.Module, pixels: torch.Tensor, x: torch.Tensor, classes: 
         The path written.
     """
     cam = grad_cam(model, x, classes, class_name)
-    return save_png(cam_figure(pixels, cam), Path(out_dir) / f"cam_{cam.class_name}.png")
+    return save_figure(cam_figure(pixels, cam), Path(out_dir) / f"cam_{cam.class_name}.png")

@@ -11,12 +11,17 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
+from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
 from PIL import Image
 
 from convnet.errors import ConfigError
-from convnet.viz.grid import fit_scale, image_grid, save_png
+from convnet.viz.grid import fit_scale, image_grid, save_figure, show_image
 from convnet.viz.hooks import hooked
 
 MAP_PIXELS = 64  # a feature map is upscaled until its longer side is about this many pixels
@@ -98,16 +103,87 @@ def render_filters(weights: torch.Tensor, scale: int | None = None, ncols: int |
     return image_grid(minmax_uint8(weights), ncols=ncols, scale=scale or fit_scale(weights.shape[2:], FILTER_PIXELS))
 
 
-def write_features(model: nn.Module, x: torch.Tensor, out_dir: str | Path) -> list[Path]:
+def _chw(image: Image.Image) -> np.ndarray:
+    """A Pillow RGB image -> uint8 (3, H, W), the layout `show_image` takes."""
+    return np.asarray(image).transpose(2, 0, 1)
+
+
+def _describe(conv: nn.Conv2d) -> str:
+    """'Conv2d 3 -> 32 channels, 3x3 kernel, stride 1': what a newcomer needs to read the shape."""
+    kh, kw = conv.kernel_size
+    stride = conv.stride[0] if conv.stride[0] == conv.stride[1] else "x".join(map(str, conv.stride))
+    return f"Conv2d {conv.in_channels} -> {conv.out_channels} channels, {kh}x{kw} kernel, stride {stride}"
+
+
+def _grey_bar(fig: Figure, ax: Axes, label: str) -> None:
+    """A colour bar beside `ax` for tiles drawn in grey from 0 (black) to 1 (white)."""
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), "gray"), ax=ax, shrink=0.8)
+    bar.set_label(label, fontsize=9)
+
+
+def feature_maps_figure(pixels: torch.Tensor, name: str, conv: nn.Conv2d, activation: torch.Tensor) -> Figure:
+    """One convolution's output for one image, labelled: the input, the maps, a title and a colour bar.
+
+    Args:
+        pixels: the image as the model sees it, uint8 (C, H, W) at its input size.
+        name: the layer's name in the model, e.g. "layers.0".
+        conv: that layer.
+        activation: its output (C, H, W), as `feature_maps` returns it.
+    Returns:
+        A Figure of three axes: the input, the maps (`render_feature_maps`' tiles), the colour bar.
+    """
+    c, h, w = activation.shape
+    fig = Figure(figsize=(10, 5.5), layout="constrained")
+    ax_input, ax_maps = fig.subplots(1, 2, width_ratios=(1, 2))
+    show_image(ax_input, pixels, f"input ({pixels.shape[1]} x {pixels.shape[2]} pixels)")
+    show_image(ax_maps, _chw(render_feature_maps(activation, scale=1)),
+               f"{c} maps of {h} x {w}, one per output channel")
+    _grey_bar(fig, ax_maps, "each tile scaled on its own: its lowest value 0, its highest 1")
+    fig.suptitle(f"{name} ({_describe(conv)}): output {c} x {h} x {w} (C x H x W)", fontsize=13)
+    fig.supxlabel("What each filter of this layer found in the image, before batch norm and ReLU: "
+                  "bright = a strong response there, dark = weak or negative.", fontsize=10)
+    return fig
+
+
+def filters_figure(name: str, weights: torch.Tensor) -> Figure:
+    """The first convolution's filters, labelled: what they are and how their weights became colours.
+
+    Args:
+        name: the layer's name in the model, e.g. "layers.0".
+        weights: (out_channels, in_channels, kH, kW), as `first_layer_filters` returns.
+    Returns:
+        A Figure of two axes: the filters (`render_filters`' tiles) and the colour bar.
+    """
+    n, chans, kh, kw = weights.shape
+    fig = Figure(figsize=(8, 7), layout="constrained")
+    ax = fig.subplots()
+    show_image(ax, _chw(render_filters(weights, scale=1)), f"{n} filters of {kh} x {kw}")
+    if chans == 3:
+        seen = "as RGB: a filter's weights on the image's red, green and blue channels"
+        scaled = "each filter scaled on its own over its 3 channels: its lowest weight 0, its highest 1"
+    else:
+        seen = f"in grey: each filter's mean weight over its {chans} input channel{'s' * (chans > 1)}"
+        scaled = "each filter scaled on its own: its lowest weight 0, its highest 1"
+    _grey_bar(fig, ax, scaled)
+    fig.suptitle(f"{name}: the first convolution's {kh}x{kw} filters\n{seen}", fontsize=12)
+    fig.supxlabel("A filter responds most where the image looks like it: bright where its weights are high,\n"
+                  "dark where they are low; a colour is the colour it looks for.", fontsize=10)
+    return fig
+
+
+def write_features(model: nn.Module, pixels: torch.Tensor, x: torch.Tensor, out_dir: str | Path) -> list[Path]:
     """Write `features_<layer>.png` for every convolution and `filters.png` for the first one.
 
     Args:
-        x: the image as model input (see `feature_maps`).
+        pixels: the image as the model sees it, uint8 (C, H, W) at its input size.
+        x: the same image as model input (see `feature_maps`).
     Returns:
         The paths written, feature maps in forward order, then the filters.
     """
     filters = first_layer_filters(model)  # first: a model without convolutions fails before writing anything
-    maps = feature_maps(model, x)
+    convs = dict(conv_layers(model))
     out = Path(out_dir)
-    paths = [save_png(render_feature_maps(activation), out / f"features_{name}.png") for name, activation in maps]
-    return [*paths, save_png(render_filters(filters), out / "filters.png")]
+    paths = [save_figure(feature_maps_figure(pixels, name, convs[name], activation), out / f"features_{name}.png")
+             for name, activation in feature_maps(model, x)]
+    first = next(iter(convs))
+    return [*paths, save_figure(filters_figure(first, filters), out / "filters.png")]

@@ -1,5 +1,9 @@
 """Tile images into one picture, with optional captions: the layout every viz figure shares.
 
+The labelled figures the CLI writes (feature maps, Grad-CAM) are matplotlib Figures made with
+the object API, never pyplot (see viz.plots): they share `show_image` for the input beside the
+maps and `save_figure`.
+
 Images are uint8 in channels-first layout, as the data pipeline makes them: a (N, C, H, W)
 tensor or array, or a list of (C, H, W) / (H, W) ones, C being 1 (grey) or 3 (RGB). Small
 images are upscaled by an integer factor with nearest-neighbour sampling, so every pixel the
@@ -14,12 +18,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
 from convnet.files import atomic_write
 
 ImageLike = torch.Tensor | np.ndarray
 SAMPLE_PIXELS = 96  # sample grids upscale small images to about this many pixels a side
+FIGURE_DPI = 100  # pixels per inch of a saved Figure: a 10 x 5 inch figure is 1000 x 500 pixels
 
 
 def fit_scale(size: tuple[int, int], target: int) -> int:
@@ -27,7 +34,7 @@ def fit_scale(size: tuple[int, int], target: int) -> int:
     return max(1, round(target / max(size)))
 
 
-def _to_hwc(image: ImageLike) -> np.ndarray:
+def to_hwc(image: ImageLike) -> np.ndarray:
     """A uint8 (C, H, W) or (H, W) tensor/array -> uint8 (H, W, 3) array."""
     arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
     if arr.dtype != np.uint8:
@@ -41,7 +48,7 @@ def _to_hwc(image: ImageLike) -> np.ndarray:
 
 def to_pil(image: ImageLike, scale: int = 1) -> Image.Image:
     """A uint8 (C, H, W) or (H, W) image -> RGB Pillow image, upscaled `scale` times with nearest neighbour."""
-    img = Image.fromarray(_to_hwc(image), mode="RGB")
+    img = Image.fromarray(to_hwc(image), mode="RGB")
     return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST) if scale != 1 else img
 
 
@@ -130,3 +137,20 @@ def save_image_grid(images: torch.Tensor, captions: Sequence[str], path: str | P
     """Images (N, C, H, W) uint8 in a grid, each with its caption below, as the tutorial shows the data; a PNG at `path`."""
     scale = fit_scale(tuple(images.shape[2:]), SAMPLE_PIXELS)
     return save_png(image_grid(images, captions, ncols=ncols, scale=scale, pad=6, title=title, font_size=14), path)
+
+
+def show_image(ax: Axes, image: ImageLike, title: str) -> None:
+    """Draw a uint8 (C, H, W) or (H, W) image on `ax` with square pixels (nearest neighbour), no ticks."""
+    ax.imshow(to_hwc(image), interpolation="nearest")
+    ax.set_title(title, fontsize=10)
+    ax.set_axis_off()
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write `fig` as a PNG of FIGURE_DPI through a temporary file and a rename (folders made as needed).
+
+    The whole figure is saved, not a tight crop, so an axes' place in the PNG is its place in the
+    figure (tests probe pixels there)."""
+    path = Path(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=FIGURE_DPI))
+    return path
