@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import re
 
 from convnet.errors import ConfigError
@@ -61,6 +62,22 @@ def _scalar(text: str) -> int | float | str:
         except ValueError:
             continue
     return text
+
+
+def to_json(value) -> str:
+    """`value` as one line of JSON, its floats to 6 significant digits: float32 holds about 7, so
+    more digits are noise (0.4050000011920929 for 0.405). NaN and infinity are not JSON: ValueError."""
+    return json.dumps(_rounded(value), allow_nan=False)
+
+
+def _rounded(value):
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(v) for v in value]
+    return value
 
 
 def add_data_argument(p: argparse.ArgumentParser, help_extra: str = "") -> None:

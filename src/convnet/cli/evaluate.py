@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from convnet.cli._common import add_data_argument
+from convnet.cli._common import add_data_argument, to_json
 from convnet.errors import ConfigError, ConvnetError
 
 HELP = "Score a trained model on a labelled split: accuracy, per-class precision/recall/F1, confusion matrix."
@@ -40,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e:  # --out is a file, or lies below one, or the disk refuses; ValueError: a NUL byte in it
         raise ConfigError(f"Cannot write into --out {out} ({getattr(e, 'strerror', None) or e}); name a folder, new or existing.") from None
     if args.json:
-        print(json.dumps({**ev.to_dict(), "split": args.split, "data": ds.source, "tta": args.tta, "figures": [str(f) for f in figures]}))
+        print(to_json({**ev.to_dict(), "split": args.split, "data": ds.source, "tta": args.tta, "figures": [str(f) for f in figures]}))
     else:
         print(f"{ds.source}: {ev.n} images")
         print(format_report(ev))

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
+from convnet.cli._common import to_json
 from convnet.errors import ConfigError
 
 HELP = "Classify image files or folders with a trained model; prints the top-k classes per file."
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             # Names that are not UTF-8 are shown escaped (display_name), in JSON as in text.
             shown = {k: display_name(v) if k in ("path", "error") else v for k, v in r.to_dict().items()}
-            print(json.dumps(shown), flush=True)
+            print(to_json(shown), flush=True)
         elif r.error is None:
             print(display_name(f"{r.path}: " + ", ".join(f"{c} {p:.3f}" for c, p in r.predictions)), flush=True)
         if r.error is not None:

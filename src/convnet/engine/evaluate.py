@@ -29,7 +29,7 @@ class Evaluation:
 
     @property
     def accuracy(self) -> float:
-        return (self.predictions == self.labels).float().mean().item()
+        return (self.predictions == self.labels).double().mean().item()  # the exact ratio, not float32's nearest
 
     @property
     def loss(self) -> float:

@@ -12,13 +12,24 @@ runtime feeds it raw pixels. An .onnx file is untrusted input like a model file:
 runs no pickles and, without a custom-op library registered, no foreign code; on top of that
 `load_onnx` refuses in one sentence what would fail later or read other files: data that is not
 ONNX, no convnet metadata, an input or output that is not the one above, operators outside the
-standard ONNX domain, tensors stored in external files.
+standard ONNX domain, a tensor anywhere in the model (initializers, sparse tensors, node
+attributes, subgraphs, functions) stored in an external file.
+
+A hostile graph can still ask for unbounded work from a few bytes (chained MatMuls of a
+ConstantOfShape, a 4 TB tensor). So onnxruntime folds no constants while it creates the session
+(the one step that could not be stopped), each run is stopped past a time limit that the file's
+size justifies (`_seconds_for`), and `load_onnx` runs a probe batch of 2 black images: logits
+that are not float32 (2, num_classes) and finite refuse the file at load, as they refuse any
+later batch.
 """
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from convnet.engine.checkpoint import Classifier, ModelInfo
@@ -33,6 +44,11 @@ BATCH_DIM = "batch"  # the name of the dynamic first dimension of the input and 
 STANDARD_DOMAINS = ("", "ai.onnx")
 _DO = "pass a .onnx file written by `convnet export`"
 EXTRA = "pip install 'convnet[onnx]'"
+# A run's time limit (`_seconds_for`). No convnet model does more than 2 float operations per byte
+# of its file per input pixel (each weight used at most once per pixel); at SLOW_FLOPS, far below
+# any CPU's, a genuine model always ends within it, and a small file asking for hours does not.
+SLOW_FLOPS = 1e9  # float operations per second
+MIN_RUN_S = 2.0  # the floor for small graphs, whose time is onnxruntime's own overhead
 
 
 def import_onnx(needed_for: str):
@@ -51,11 +67,17 @@ def import_onnx(needed_for: str):
 
 class OnnxClassifier:
     """An exported model run by onnxruntime, with the interface of `Classifier` that predict,
-    evaluate and serve use: `info`, `classes`, `to_input`, `logits`, `predict`."""
+    evaluate and serve use: `info`, `classes`, `to_input`, `logits`, `predict`.
 
-    def __init__(self, session, info: ModelInfo):
+    Every batch's logits are checked: float32 (batch, num_classes) and finite, else CheckpointError.
+    """
+
+    def __init__(self, session, info: ModelInfo, name: str, file_bytes: int):
         self.session = session  # onnxruntime.InferenceSession
         self.info = info
+        self.name = name  # the file, for error messages
+        self._seconds_per_image = 2 * file_bytes * info.input_size[0] * info.input_size[1] / SLOW_FLOPS
+        self._ort = import_onnx("Running .onnx models")[1]
 
     # Image reading and the softmax read only `info`, `to_input` and `logits`: one definition serves both kinds of model.
     classes = Classifier.classes
@@ -63,10 +85,26 @@ class OnnxClassifier:
     predict = Classifier.predict
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
+        n, k = len(x), len(self.info.classes)
+        options = self._ort.RunOptions()
+        options.log_severity_level = 4  # errors come back as exceptions, said below in one sentence
+        limit = MIN_RUN_S + n * self._seconds_per_image
+        timer = threading.Timer(limit, setattr, (options, "terminate", True))  # onnxruntime stops between nodes
+        timer.start()
         try:
-            return torch.from_numpy(self.session.run([OUTPUT_NAME], {INPUT_NAME: x.contiguous().numpy()})[0])
+            logits = self.session.run([OUTPUT_NAME], {INPUT_NAME: x.contiguous().numpy()}, options)[0]
         except Exception as e:  # a graph that passed the checks of `load_onnx` and still fails: say so in one sentence
-            raise CheckpointError(f"The ONNX model failed on a batch of {len(x)} images ({_first_line(e)}); re-export it with `convnet export`.") from None
+            if options.terminate:
+                raise CheckpointError(f"{self.name} ran longer than {limit:.0f} s on a batch of {n} images, far longer than a model of its size needs; {_DO}.") from None
+            raise CheckpointError(f"{self.name} failed on a batch of {n} images ({_first_line(e)}); {_DO}.") from None
+        finally:
+            timer.cancel()
+        if logits.dtype != np.float32 or logits.shape != (n, k):
+            got = f"{logits.dtype} logits of shape {list(logits.shape)}"
+            raise CheckpointError(f"{self.name} gave {got} for a batch of {n} images, where its {k} classes need float32 [{n}, {k}]; {_DO}.")
+        if not np.isfinite(logits).all():
+            raise CheckpointError(f"{self.name} gave logits that are not finite (NaN or infinity) for a batch of {n} images; {_DO}.")
+        return torch.from_numpy(logits)
 
     @torch.no_grad()
     def logits(self, images: torch.Tensor, batch_size: int = 512, tta: int = 0) -> torch.Tensor:
@@ -106,12 +144,15 @@ def load_onnx(path: str | Path) -> OnnxClassifier:
     info = _read_info(model, path)
     _check_graph(model, info, path, onnx)
     options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only: its warnings are for the graph's authors, not for users
+    options.log_severity_level = 4  # its errors come back as exceptions, said here in one sentence; its log lines would be a second one
     try:
-        session = ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
+        # Constant folding computes constant subgraphs while the session is created, where no time limit can stop it.
+        session = ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"], disabled_optimizers=["ConstantFolding"])
     except Exception as e:  # onnxruntime's own errors have no common base class; its message names the node
         raise CheckpointError(f"{path} is an ONNX model that onnxruntime cannot load ({_first_line(e)}); {_DO}.") from None
-    return OnnxClassifier(session, info)
+    clf = OnnxClassifier(session, info, str(path), len(data))
+    clf.logits(torch.zeros(2, info.in_chans, *info.input_size, dtype=torch.uint8))  # the probe: refuses at load what would fail on every batch
+    return clf
 
 
 def _first_line(e: Exception, limit: int = 200) -> str:
@@ -158,6 +199,19 @@ def _is_batched(value_info, shape: list[int]) -> bool:
     return len(dims) == 1 + len(shape) and isinstance(dims[0], str) and dims[1:] == shape
 
 
+def _tensors(message, onnx) -> Iterator:
+    """Every TensorProto in an ONNX message, however deep: initializers, the values and indices of
+    sparse tensors, node attributes, and those of subgraphs and functions."""
+    for field, value in message.ListFields():
+        if field.type != field.TYPE_MESSAGE:
+            continue
+        for item in (value,) if hasattr(value, "ListFields") else value:  # one message, or a repeated field of them
+            if isinstance(item, onnx.TensorProto):
+                yield item
+            else:
+                yield from _tensors(item, onnx)
+
+
 def _check_graph(model, info: ModelInfo, path: Path, onnx) -> None:
     graph = model.graph
     initializer_names = {t.name for t in graph.initializer}
@@ -171,7 +225,7 @@ def _check_graph(model, info: ModelInfo, path: Path, onnx) -> None:
     k = len(info.classes)
     if len(outputs) != 1 or outputs[0].name != OUTPUT_NAME or outputs[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT or not _is_batched(outputs[0], [k]):
         raise CheckpointError(f"{path} does not give one float32 output {OUTPUT_NAME!r} of shape [batch, {k}] for its {k} classes; {_DO}.")
-    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.initializer):
+    if any(t.data_location == onnx.TensorProto.EXTERNAL or t.external_data for t in _tensors(model, onnx)):
         raise CheckpointError(f"{path} keeps tensors in external files, which convnet does not read; {_DO}.")
     # A model-local function is called as a node of its own domain, so this refuses those too.
     foreign = sorted({n.domain for n in graph.node} - set(STANDARD_DOMAINS))
