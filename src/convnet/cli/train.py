@@ -4,11 +4,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import time
 
 from convnet.cli._common import add_data_argument, duration, image_size, model_args
 from convnet.engine import config as cfg
 from convnet.engine.recipes import list_recipes, recipe_config
 from convnet.errors import ConfigError
+
+RANK_0_FIRST_S = 10  # how long another rank waits for rank 0 to state a reason they all stop for: well past ranks' start-up skew
 
 HELP = "Train a model (by default the tutorial's CNN on CIFAR-10 with the tutorial's settings) and write runs/<name>/."
 
@@ -106,14 +109,22 @@ def config_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     # Imported here: the training engine is the slowest import, and `convnet train --help` needs none of it.
+    from convnet.engine.distributed import SaidOnRank0
     from convnet.engine.train import resume, train
 
     if args.resume == "":
         raise ConfigError("--resume is empty; pass the run folder to continue, e.g. --resume runs/NAME.")
-    if args.resume is not None:
-        result = resume(args.resume, progress=not args.quiet)
-    else:
-        result = train(config_from_args(args), progress=not args.quiet)
+    try:
+        if args.resume is not None:
+            result = resume(args.resume, progress=not args.quiet)
+        else:
+            result = train(config_from_args(args), progress=not args.quiet)
+    except SaidOnRank0:
+        # Rank 0 says why every rank stops. torchrun ends the launch when its first process exits:
+        # this one waits, so that rank 0 prints first and torchrun ends this one. (Launched without
+        # torchrun, or behind a rank 0 that is far slower to start, it says it too.)
+        time.sleep(RANK_0_FIRST_S)
+        raise
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun, rank 0 reports for the run
     m = result.metrics

@@ -25,6 +25,7 @@ What a distributed run keeps the same as one process:
 """
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ from convnet.engine.config import TrainConfig
 from convnet.errors import ConfigError
 
 T = TypeVar("T")
-MAX_TEXT_BYTES = 4096  # longest text `broadcast_text` carries (a run folder's path)
+MAX_TEXT_BYTES = 4096  # longest text `broadcast_text` and `check_same` carry (a run folder's path, a few facts)
 
 
 @dataclass(frozen=True)
@@ -72,31 +73,88 @@ def _env_int(name: str, default: int | None = None) -> int:
         raise ConfigError(f"The environment variable {name}={value!r} is not a whole number; launch with torchrun, which sets it.") from None
 
 
-def join(config: TrainConfig) -> Group:
+class SaidOnRank0(ConfigError):
+    """A reason every rank of the launch stops for, raised on the ranks other than 0: rank 0
+    raises its own error, with the same words or more, so the CLI says it once."""
+
+
+def join(config: TrainConfig, resuming: bool = False) -> Group:
     """The process group torchrun launched this process into, joined; one process: Group().
 
+    Args:
+        resuming: the config is a run folder's (`--resume`, which takes no other flag): advice
+            names what can still change, the number of processes.
     Raises:
         ConfigError: a launch that cannot train as asked (a batch size the processes cannot
-            share, NCCL without CUDA, the scratch engine), before any work.
+            share, NCCL without CUDA, the scratch engine), before any work; on ranks other
+            than 0, as SaidOnRank0.
     """
     world = _env_int("WORLD_SIZE", 1)
     if world <= 1:
         return SINGLE
     rank, local_rank = _env_int("RANK"), _env_int("LOCAL_RANK", 0)
+    refused = ConfigError if rank == 0 else SaidOnRank0  # every rank finds the same reason, from the same config
     if config.engine != "torch":
-        raise ConfigError("Only the torch engine trains on several processes; drop --engine scratch or launch one process.")
+        raise refused("Only the torch engine trains on several processes; drop --engine scratch or launch one process.")
+    if config.batch_size % world and resuming:
+        raise refused(f"The run's global batch of {config.batch_size} images cannot be shared by {world} processes; "
+                      f"resume it on a number of processes that divides {config.batch_size}, such as {_near_divisors(config.batch_size, world)}.")
     if config.batch_size % world:
-        raise ConfigError(f"--batch-size {config.batch_size} cannot be shared by {world} processes; pick a multiple of {world} (it is the global batch).")
+        raise refused(f"--batch-size {config.batch_size} cannot be shared by {world} processes; pick a multiple of {world} (it is the global batch).")
     backend = config.dist_backend
     if backend == "auto":
         backend = "nccl" if config.device in ("auto", "cuda") and torch.cuda.is_available() else "gloo"
     if backend == "nccl" and not torch.cuda.is_available():
-        raise ConfigError("--dist-backend nccl needs CUDA GPUs and none is visible; use --dist-backend gloo (or auto) on CPUs.")
+        fix = 'resume it where GPUs are, or set "dist_backend": "auto" in its config.json' if resuming else "use --dist-backend gloo (or auto) on CPUs"
+        raise refused(f"--dist-backend nccl needs CUDA GPUs and none is visible; {fix}.")
     if backend == "nccl":
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group(backend)
     return Group(rank, world, local_rank)
+
+
+def _near_divisors(n: int, world: int) -> str:
+    """The numbers of processes nearest `world` that share a batch of n: "2 or 4" for 32 and 3."""
+    below = max(d for d in range(1, world) if n % d == 0)
+    above = next((d for d in range(world + 1, n + 1) if n % d == 0), None)
+    return f"{below} or {above}" if above is not None else str(below)
+
+
+def check_same(group: Group, facts: dict[str, str], fix: str) -> None:
+    """Stop every rank when any rank's `facts` differ from rank 0's, before they train apart.
+
+    Args:
+        facts: what every rank must have alike, a few words each ({"training images": "1800"}).
+        fix: what to do, the end of the sentence.
+    Raises:
+        ConfigError on rank 0, naming the first rank and fact that differ; SaidOnRank0 on the others.
+    """
+    if not group.active:
+        return
+    texts = _all_gather_text(group, json.dumps(facts))
+    ours = json.loads(texts[0])
+    for rank, text in enumerate(texts):
+        theirs = json.loads(text)
+        key = next((k for k in ours if theirs.get(k) != ours[k]), None)
+        if key is not None:
+            refused = ConfigError if group.main else SaidOnRank0
+            raise refused(f"The processes see different data ({key}: {theirs[key]} on rank {rank}, {ours[key]} on rank 0); {fix}.")
+
+
+def _all_gather_text(group: Group, text: str) -> list[str]:
+    """Every rank's `text`, in rank order (bytes in tensors: nothing is pickled)."""
+    data = text.encode()
+    if len(data) > MAX_TEXT_BYTES:
+        raise ValueError(f"{len(data)} bytes of text to gather; at most {MAX_TEXT_BYTES}")  # a bug: callers keep their texts short
+    device = _comm_device()
+    sizes = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(group.world)]
+    dist.all_gather(sizes, torch.tensor([len(data)], dtype=torch.int64, device=device))
+    buf = torch.zeros(MAX_TEXT_BYTES, dtype=torch.uint8)
+    buf[: len(data)] = torch.tensor(list(data), dtype=torch.uint8)
+    bufs = [torch.zeros(MAX_TEXT_BYTES, dtype=torch.uint8, device=device) for _ in range(group.world)]
+    dist.all_gather(bufs, buf.to(device))
+    return [bytes(b[: int(n.item())].cpu().tolist()).decode() for b, n in zip(bufs, sizes, strict=True)]
 
 
 def finish(group: Group) -> None:

@@ -5,11 +5,15 @@ the engine the config names (ENGINES) and run the shared epoch loop (engine.loop
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+
 from convnet.data.batches import preview
+from convnet.data.dataset import Dataset
 from convnet.engine import budget, distributed
 from convnet.engine.config import TrainConfig
 from convnet.engine.inference import resolve_device
@@ -26,6 +30,7 @@ __all__ = ["ENGINES", "RunResult", "TrainingDiverged", "resume", "train"]
 
 ENGINES: dict[str, type[EpochLoop]] = {"torch": TorchTrainer, "scratch": ScratchTrainer}
 SAMPLES = 25  # images in samples.png
+FACT_CHARS = 200  # longest class list named in full when the processes of a launch see different classes
 
 
 def train(config: TrainConfig, progress: bool = True) -> RunResult:
@@ -39,6 +44,7 @@ def train(config: TrainConfig, progress: bool = True) -> RunResult:
         run = _create_run(config, group)  # next: a taken name or a bad --runs-dir stops every rank
         try:
             data = prepare_data(config)
+            _check_same_data(config, data, group)  # before the ranks' first collective on it, which would fail in gloo or DDP
             trainer = _engine(config, data, run, progress, group)
             plan = None
             if config.time_budget is not None:
@@ -74,9 +80,11 @@ def resume(run_dir: str | Path, progress: bool = True) -> RunResult:
     eager = config.compile and resolve_device(config.device).type == "cpu"
     if eager:  # compiled on a GPU, resumed on the CPU, where compiling is refused (engine.inference): the weights are the same
         config = replace(config, compile=False)
-    group = distributed.join(config)
+    group = distributed.join(config, resuming=True)
     try:
-        trainer = TorchTrainer(config, prepare_data(config), run, progress, group)
+        data = prepare_data(config)
+        _check_same_data(config, data, group)
+        trainer = TorchTrainer(config, data, run, progress, group)
         if eager:
             trainer.say("resuming without --compile: it is refused on the CPU")
         state = run.load_state()
@@ -92,6 +100,42 @@ def resume(run_dir: str | Path, progress: bool = True) -> RunResult:
         return result
     finally:
         distributed.leave(group)
+
+
+def _check_same_data(config: TrainConfig, data: TrainData, group: distributed.Group) -> None:
+    """Under torchrun: stop when the processes read different data (one --data path, other files
+    on each machine), which would train each on its own data, or fail in gloo or DDP."""
+    if group.active:  # hashing the pixels is for a launch of several processes only
+        where = repr(config.data) if config.data else "the data set"
+        distributed.check_same(group, _data_facts(data), f"give every process the same data: {where} must hold the same files on every machine")
+
+
+def _data_facts(data: TrainData) -> dict[str, str]:
+    """What every process of a launch must see alike, a few words each, in the order a difference is named."""
+    classes = data.train.classes
+    facts = {
+        "classes": f"{len(classes)} ({_cut(', '.join(classes))})",
+        "image shape": "x".join(map(str, data.train.image_shape)),
+        "images": f"{len(data.train)} training and {len(data.val) if data.val is not None else 'no'} validation",
+    }
+    for name, split in (("training", data.train), ("validation", data.val)):
+        if split is not None:
+            facts[f"{name} labels"] = _digest(split.labels)
+        if isinstance(split, Dataset):  # a streamed split's pixels stay on disk: reading them all would be an epoch's work
+            facts[f"{name} pixels"] = _digest(split.images)
+    return facts
+
+
+def _cut(text: str) -> str:
+    """`text`, or its start and a digest of the whole where it is too long to read in a sentence."""
+    return text if len(text) <= FACT_CHARS else f"{text[:FACT_CHARS]}... (hash {_digest(text.encode())})"
+
+
+def _digest(data: bytes | torch.Tensor) -> str:
+    """A short hash of bytes, or of a tensor's values."""
+    if isinstance(data, torch.Tensor):
+        data = data.detach().cpu().contiguous().numpy()
+    return hashlib.blake2b(data, digest_size=6).hexdigest()
 
 
 def _engine(config: TrainConfig, data: TrainData, run: RunFolder, progress: bool, group: distributed.Group) -> EpochLoop:
