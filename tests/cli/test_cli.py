@@ -27,6 +27,31 @@ def test_summary_prints_the_tutorial_total(capsys):
     assert "Total params: 122,570" in out and "(None, 64, 4, 4)" in out
 
 
+def test_summary_says_why_its_max_pool_comes_before_the_relu(capsys):
+    assert main(["summary", "--model", "tutorial"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split()[:2] for line in out.splitlines() if line.startswith("layers.")]
+    assert rows[1:3] == [["layers.2", "(MaxPool2d)"], ["layers.1", "(ReLU)"]]  # the order the engine runs them
+    assert out.rstrip().splitlines()[-3:] == [
+        "* MaxPool runs before ReLU here (`convnet explain` shows conv, ReLU, pool): the same result,",
+        "  as max(relu(x)) == relu(max(x)), and the ReLU then has fewer values to do",
+        "  (32 x 15 x 15 instead of 32 x 30 x 30).",
+    ]
+    # The claim, in float64: torch's own Sequential runs the layers as stored (conv, ReLU, pool); the model pools first.
+    torch.manual_seed(0)
+    model = create_model("tutorial", num_classes=10, in_chans=3, input_size=(32, 32)).double().eval()
+    x = torch.randn(4, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    assert isinstance(model.layers[1], torch.nn.ReLU) and isinstance(model.layers[2], torch.nn.MaxPool2d)
+    with torch.no_grad():
+        assert torch.equal(model(x), torch.nn.Sequential.forward(model.layers, x))
+        y = torch.randn(2, 8, 30, 30, dtype=torch.float64)
+        pool = torch.nn.functional.max_pool2d
+        assert torch.equal(torch.relu(pool(y, 2)), pool(torch.relu(y), 2))
+
+    assert main(["summary", "--arch", "c8-d4", "--input", "1x8x8"]) == 0  # no pool: no footnote
+    assert "MaxPool" not in capsys.readouterr().out
+
+
 def test_summary_of_a_spec_and_its_errors(capsys):
     assert main(["summary", "--arch", "c16-b-p-d32", "--input", "1x28x28", "--classes", "4"]) == 0
     out = capsys.readouterr().out

@@ -1,11 +1,13 @@
 """Grad-CAM against a float64 autograd reference, on a model trained to find a square's side."""
 import copy
+import io
 
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from matplotlib import colormaps
 from PIL import Image
 
 from convnet.cli import main
@@ -18,7 +20,8 @@ from convnet.engine.checkpoint import (
 )
 from convnet.errors import ConvnetError, DataError
 from convnet.models import create_model, list_models
-from convnet.viz.cam import cam_overlay, grad_cam, write_cam
+from convnet.viz.cam import cam_figure, cam_overlay, grad_cam, write_cam
+from convnet.viz.grid import FIGURE_DPI
 from tests.helpers import LIGHT_ARGS
 
 
@@ -245,3 +248,46 @@ def test_cli_end_to_end(trained, tmp_path, capsys, monkeypatch):
 
     assert main(["cam", str(path), str(tmp_path / "nothing.png")]) == 2
     assert "nothing.png" in capsys.readouterr().err
+
+
+def pixel_centres(png: np.ndarray, ax, rows: int, cols: int) -> np.ndarray:
+    """The PNG's colours at the centres of an axes' rows x cols image pixels, as float (rows, cols, 3)."""
+    box = ax.get_window_extent()  # display pixels, origin at the bottom left
+    xs = (box.x0 + (np.arange(cols) + 0.5) * box.width / cols).astype(int)
+    ys = (png.shape[0] - (box.y1 - (np.arange(rows) + 0.5) * box.height / rows)).astype(int)
+    return png[ys[:, None], xs[None, :]].astype(np.float64)
+
+
+def test_the_png_shows_the_float64_heatmap_beside_the_input_with_a_colour_bar_and_a_caption(trained, tmp_path):
+    path, (images, labels) = trained
+    clf = load_checkpoint(path)
+    image = images[first_of(labels, 0)]
+    want, c, p = reference_grad_cam(in_float64(clf.model), image, clf.info, CLASSES.index("left"))
+    assert want.max() == 1, "no evidence for the class: the probe below would compare blue with blue"
+    png = read_png(write_cam_of(clf, image, tmp_path, "left"))
+
+    # The figure written, drawn again to learn where its axes lie in the PNG.
+    fig = cam_figure(clf.to_input(image), grad_cam_of(clf, image, "left"))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=FIGURE_DPI)
+    np.testing.assert_array_equal(read_png(buf), png)
+    ax_input, ax_cam, ax_bar = fig.axes
+
+    rgb = image.permute(1, 2, 0).double().numpy()
+    np.testing.assert_allclose(pixel_centres(png, ax_input, *SIZE), rgb, atol=1)
+    # Undo the 50% blend, then read each pixel's heat off matplotlib's jet.
+    colour = (pixel_centres(png, ax_cam, *SIZE) - 0.5 * rgb) / (0.5 * 255)
+    jet = colormaps["jet"](np.linspace(0, 1, 1001))[:, :3]
+    heat = np.linspace(0, 1, 1001)[np.abs(colour[:, :, None] - jet[None, None]).sum(-1).argmin(-1)]
+    np.testing.assert_allclose(heat, want.numpy(), atol=0.02)
+
+    # The colour bar: jet from 0 (dark blue, bottom) to 1 (dark red, top), saying what it measures.
+    bar = pixel_centres(png, ax_bar, 100, 1)[:, 0]
+    np.testing.assert_allclose(bar[0], (128, 0, 0), atol=8)
+    np.testing.assert_allclose(bar[-1], (0, 0, 128), atol=8)
+    assert ax_bar.get_ylim() == (0, 1) and ax_bar.get_ylabel().startswith("relative importance for left (0: none, 1: ")
+    # The caption: class, probability, the layer explained and its map's shape.
+    title = fig.texts[0].get_text()
+    assert isinstance(clf.model.layers[7], nn.ReLU)  # the tutorial's last spatial map: the ReLU after conv 3
+    assert title == f"Grad-CAM for left (probability {p:.1%}), from layer layers.7 (ReLU): 64 x 4 x 4"
+    assert fig.texts[0].get_fontsize() >= 12
