@@ -1,12 +1,15 @@
 """Regenerate every figure of docs/walkthrough.md by running the commands the page shows.
 
     .venv/bin/python docs/make_figures.py
+    .venv/bin/python docs/make_figures.py --model runs/quickstart-*/model.safetensors
 
 Trains the tutorial CNN on the embedded CIFAR-10 sample (about a minute on 2 CPU cores) and
-writes docs/figures/*.png.
+writes docs/figures/*.png. With --model, redraws only the figures of section 6 (feature maps,
+filters, Grad-CAM) from that model, e.g. the quick start's run, which trains the same way.
 """
 from __future__ import annotations
 
+import argparse
 import shutil
 import tempfile
 from pathlib import Path
@@ -35,15 +38,26 @@ def make() -> None:
         run("evaluate", str(model), "--data", "sample", "--split", "test", "--out", tmp)
         shutil.copy(Path(tmp) / "confusion.png", FIGURES / "confusion.png")
         shutil.copy(Path(tmp) / "mistakes.png", FIGURES / "mistakes.png")
-        image = sorted((SAMPLE_TEST / "ship").glob("*.jpg"))[0]
-        run("features", str(model), str(image), "--out", tmp)
-        shutil.copy(Path(tmp) / "filters.png", FIGURES / "filters.png")
-        first_layer = sorted(Path(tmp).glob("features_*.png"))[0]
-        shutil.copy(first_layer, FIGURES / "features_first_conv.png")
-        run("cam", str(model), str(image), "--out", tmp)
-        shutil.copy(next(Path(tmp).glob("cam_*.png")), FIGURES / "cam.png")
+        make_section_6(model, Path(tmp))
     print(f"figures in {FIGURES}")
 
 
+def make_section_6(model: Path, tmp: Path) -> None:
+    """What the network sees: the first ship of the sample's test split, as the walkthrough shows it."""
+    image = sorted((SAMPLE_TEST / "ship").glob("*.jpg"))[0]
+    run("features", str(model), str(image), "--out", str(tmp / "features"))
+    shutil.copy(tmp / "features" / "filters.png", FIGURES / "filters.png")
+    shutil.copy(tmp / "features" / "features_layers.0.png", FIGURES / "features_first_conv.png")
+    run("cam", str(model), str(image), "--out", str(tmp / "cam"))
+    shutil.copy(next((tmp / "cam").glob("cam_*.png")), FIGURES / "cam.png")
+
+
 if __name__ == "__main__":
-    make()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, help="redraw only section 6's figures from this model.safetensors")
+    args = parser.parse_args()
+    if args.model is None:
+        make()
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            make_section_6(args.model, Path(tmp))
