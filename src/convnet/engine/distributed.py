@@ -21,7 +21,10 @@ What a distributed run keeps the same as one process:
   which does enter the BatchNorm statistics); without it, each rank normalises its slice on its
   own, as plain DDP does;
 - only rank 0 writes the run folder, prints, and shows the progress bar; checkpoints hold the
-  unwrapped model, so `--resume` works with any number of processes.
+  unwrapped model, so `--resume` works with any number of processes;
+- every process reads --data itself (on its own machine): before training, `check_same` compares
+  what each one read (classes, shape, counts, a hash of labels and pixels) and a difference stops
+  the launch in one sentence from rank 0, as does any reason every rank finds alike (SaidOnRank0).
 """
 from __future__ import annotations
 
