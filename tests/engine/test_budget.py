@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import pytest
 
 from convnet.cli._common import duration
 from convnet.data.image_folder import DataWarning
-from convnet.engine.budget import PROBE_STEPS, SLOW_PROBE_STEPS, probe_steps
+from convnet.engine.budget import PROBE_STEPS, SAFETY, SLOW_PROBE_STEPS, Rates, fit, probe_steps
 from convnet.engine.config import TrainConfig
 from convnet.engine.state_file import read_state
 from convnet.engine.train import train
@@ -17,28 +16,16 @@ from convnet.errors import ConfigError
 from tests.helpers import write_colour_folder
 
 BUDGET = 12.0  # seconds
-# A run may end late by this share of the budget: CI machines are shared, and the plan is made
-# from a few steps' timing (engine.budget plans at 98% of the budget to absorb the usual drift).
-TOLERANCE = 0.30
-SAFETY = 0.98  # engine.budget's share of the budget that a plan fills
+# How close to its budget a run ends is a wall-clock claim, so it is measured by
+# benchmarks/time_to_accuracy.py on a quiet machine, not asserted here: the plan is made from a few
+# steps' timing, and a machine that gets busier or quieter after the probe moves the end with it.
+# These tests check what holds at any speed: the plan fills the budget by its own measurements, and
+# the run follows the plan step for step.
 
 
-def _estimate(plan: dict, epochs: int, last_steps: int, frozen_from: int = 0) -> float:
-    """engine.budget's estimate written out: steps that still train the whitening bias at the
-    measured rate, the rest at the frozen rate, a validation, a checkpoint and an epoch's start-up
-    per epoch, the final evaluation and the probe."""
-    steps = (epochs - 1) * plan["steps_per_epoch"] + (last_steps or plan["steps_per_epoch"])
-    learning = min(steps, frozen_from * plan["steps_per_epoch"]) if frozen_from else steps
-    return (plan["probe_s"] + learning * plan["step_s"] + (steps - learning) * plan["frozen_step_s"]
-            + epochs * (plan["validation_s"] + plan["checkpoint_s"] + plan["epoch_start_s"]) + plan["final_evaluation_s"])
-
-
-def _one_step_more(plan: dict) -> tuple[int, int]:
-    """(epochs, last_epoch_steps) of the plan with one more training step."""
-    epochs, last = plan["epochs"], plan["last_epoch_steps"]
-    if last and last + 1 < plan["steps_per_epoch"]:
-        return epochs, last + 1
-    return (epochs, 0) if last else (epochs + 1, 1)
+def rates_of(plan: dict) -> Rates:
+    """The measurements a plan.json records."""
+    return Rates(**{name: plan[name] for name in Rates.__dataclass_fields__})
 
 
 @pytest.mark.parametrize("text, seconds", [("8m", 480.0), ("90s", 90.0), ("1h30m", 5400.0), ("480", 480.0), ("2.5m", 150.0), (" 8M ", 480.0)])
@@ -52,30 +39,27 @@ def test_bad_durations_are_refused(text):
         duration(text)
 
 
-def test_a_budgeted_run_plans_its_epochs_and_ends_within_the_budget(colour_folder, tmp_path):
+def test_a_budgeted_run_plans_its_epochs_to_fill_the_budget_and_trains_them(colour_folder, tmp_path):
     config = TrainConfig(data=str(colour_folder), image_size=(32, 32), batch_size=8, schedule="linear", time_budget=BUDGET,
                          runs_dir=str(tmp_path / "runs"), name="budget", epochs=1)
-    start = time.perf_counter()
     result = train(config, progress=False)
-    wall = time.perf_counter() - start
     plan = json.loads((result.run_dir / "plan.json").read_text())
     saved = json.loads((result.run_dir / "config.json").read_text())
-    assert plan["budget_s"] == BUDGET and plan["epochs"] >= 3, plan  # many epochs fit: the plan, not --epochs 1, decides
-    assert plan["probe_steps"] == PROBE_STEPS, "a step here is far under half a percent of the budget"
+    assert plan["budget_s"] == BUDGET, plan
+    assert plan["probe_steps"] in (PROBE_STEPS, SLOW_PROBE_STEPS), plan  # which one depends on this machine's speed
     assert saved["epochs"] == plan["epochs"] == len(result.history), "config.json and the run follow the plan"
     assert saved["last_epoch_steps"] == plan["last_epoch_steps"]
-    # The plan fills the budget to the step: it fits at SAFETY of it, and one step more would not.
-    assert plan["estimated_s"] == pytest.approx(_estimate(plan, plan["epochs"], plan["last_epoch_steps"]))
-    assert plan["estimated_s"] <= SAFETY * BUDGET < _estimate(plan, *_one_step_more(plan)), plan
+    # The plan is the fit of what the probe measured (test_fit_* check the fit against hand-worked numbers).
+    assert (plan["epochs"], plan["last_epoch_steps"]) == fit(rates_of(plan), plan["steps_per_epoch"], 0, SAFETY * BUDGET), plan
+    assert plan["estimated_s"] == pytest.approx(rates_of(plan).estimate(plan["steps_per_epoch"], 0, plan["epochs"], plan["last_epoch_steps"]))
     # The run trained exactly the planned steps: Adam counts them.
     steps = (plan["epochs"] - 1) * plan["steps_per_epoch"] + (plan["last_epoch_steps"] or plan["steps_per_epoch"])
     state = read_state(result.run_dir / "state.safetensors")
     assert {float(s["step"]) for s in state["optimizer"]["state"].values()} == {steps}
-    assert plan["took_s"] <= BUDGET * (1 + TOLERANCE), plan
-    assert wall <= BUDGET * (1 + TOLERANCE) + 5, "data loading and start-up come on top of the budget"
+    assert plan["took_s"] > 0
     # The linear schedule spans the planned run: the rate falls to about 0 at its last step.
     lrs = [row["lr"] for row in result.history]
-    assert lrs[-1] < lrs[0] / plan["epochs"] * 1.5
+    assert lrs[-1] <= lrs[0] / plan["epochs"] * 1.5
 
 
 def test_slow_steps_are_probed_fewer_times():
@@ -93,10 +77,12 @@ def test_a_streamed_run_counts_its_loader_start_once_per_epoch_and_fills_its_bud
     with pytest.warns(DataWarning, match="Caching"):
         result = train(config, progress=False)
     plan = json.loads((result.run_dir / "plan.json").read_text())
-    assert plan["epoch_start_s"] > plan["step_s"], plan
-    assert plan["epochs"] == len(result.history) >= 2, plan
-    # Steps of a few ms time noisily, so the bound below is loose; the fault it guards against ran 9x short.
-    assert BUDGET / 2 <= plan["took_s"] <= BUDGET * (1 + TOLERANCE), plan
+    assert plan["epoch_start_s"] > 0 and plan["epochs"] == len(result.history), plan
+    # The probe's step time against the run's own, measured side by side in one run, so a ratio holds
+    # on a busy machine: the fault charged the loader's start to every probe step, 16x a real step.
+    whole = [row for row in result.history if row["epoch"] < plan["epochs"] or not plan["last_epoch_steps"]]
+    step_s = sum(row["seconds"] - plan["epoch_start_s"] for row in whole) / (len(whole) * plan["steps_per_epoch"])
+    assert step_s / 4 <= plan["step_s"] <= 4 * step_s, (plan, step_s)
 
 
 def test_a_budget_of_a_few_steps_spends_less_of_it_probing(colour_folder, tmp_path):
@@ -114,11 +100,32 @@ def test_the_scratch_engine_refuses_a_budget(colour_folder, tmp_path):
     assert not (tmp_path / "runs" / "s").exists()
 
 
-def test_a_plan_counts_the_cheaper_steps_after_the_whitening_bias_freezes(colour_folder, tmp_path):
+# Hand-worked: 4 steps an epoch of 1 s, 0.5 s once frozen; 0.25 s validation and 0.25 s checkpoint per
+# epoch; 2 s final evaluation and 3 s probe. Frozen after epoch 1: 1 epoch takes 9.5 s, 2 take 12 s,
+# 3 take 14.5 s, and 2 plus 1, 2 or 3 steps take 13, 13.5 and 14 s. Never frozen: 9.5, 14 and 18.5 s,
+# and 2 epochs plus 1 step 15.5 s.
+HAND = Rates(step_s=1.0, frozen_step_s=0.5, validation_s=0.25, checkpoint_s=0.25, epoch_start_s=0.0, final_evaluation_s=2.0, probe_s=3.0)
+
+
+@pytest.mark.parametrize("frozen_from, limit_s, plan", [
+    (1, 14.0, (3, 3)), (1, 13.2, (3, 1)), (1, 12.0, (2, 0)), (0, 14.0, (2, 0)), (0, 15.9, (3, 1)), (1, 5.0, (1, 0)),
+], ids=["frozen: 2 epochs and 3 steps", "frozen: 2 epochs and 1 step", "frozen: 2 whole epochs", "never frozen", "never frozen: one step more",
+        "not even one epoch fits: one, late"])
+def test_fit_plans_whole_epochs_then_the_steps_of_one_more_that_fit(frozen_from, limit_s, plan):
+    assert fit(HAND, 4, frozen_from, limit_s) == plan
+
+
+def test_an_estimate_counts_epoch_start_up_once_per_epoch():
+    started = Rates(**{**HAND.__dict__, "epoch_start_s": 1.0})
+    assert started.estimate(4, 1, 3) - HAND.estimate(4, 1, 3) == 3.0
+    assert started.estimate(4, 1, 3, 2) - HAND.estimate(4, 1, 3, 2) == 3.0  # an epoch that stops early starts all the same
+
+
+def test_a_plan_measures_the_cheaper_steps_after_the_whitening_bias_freezes(colour_folder, tmp_path):
     config = TrainConfig(data=str(colour_folder), model="airnet", model_args={"widths": [8, 16, 16]}, batch_size=8, whiten_bias_epochs=1,
                          schedule="linear", tta=2, time_budget=BUDGET, runs_dir=str(tmp_path / "runs"), name="airnet", epochs=1)
     plan = json.loads((train(config, progress=False).run_dir / "plan.json").read_text())
-    assert plan["epochs"] >= 2, plan
-    # The first epoch's steps at the measured rate, the others at the frozen rate.
-    assert plan["estimated_s"] == pytest.approx(_estimate(plan, plan["epochs"], plan["last_epoch_steps"], frozen_from=1))
+    # Planned with the steps of epochs after the first at the frozen rate, which the probe measured.
+    assert plan["frozen_step_s"] > 0 and plan["frozen_step_s"] != plan["step_s"], plan
+    assert (plan["epochs"], plan["last_epoch_steps"]) == fit(rates_of(plan), plan["steps_per_epoch"], 1, SAFETY * BUDGET), plan
     assert plan["final_evaluation_s"] == pytest.approx(6 * plan["validation_s"]), "TTA level 2 passes 6 views of each image"

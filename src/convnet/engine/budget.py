@@ -99,26 +99,48 @@ def plan_epochs(trainer: TorchTrainer, budget_s: float, group: Group) -> Plan:
         measured = torch.tensor([step_s, frozen_s, validation_s, final_s, checkpoint_s * group.world, epoch_start_s, probe_s], dtype=torch.float64)
         step_s, frozen_s, validation_s, final_s, checkpoint_s, epoch_start_s, probe_s = (sum_over_ranks(group, measured) / group.world).tolist()
 
-    per_epoch = trainer.steps_per_epoch
+    measured = Rates(step_s, frozen_s, validation_s, checkpoint_s, epoch_start_s, final_s, probe_s)
+    epochs, last_steps = fit(measured, trainer.steps_per_epoch, frozen_from, SAFETY * budget_s)
+    return Plan(budget_s, step_s, frozen_s, validation_s, checkpoint_s, epoch_start_s, final_s, probe_s, timed, trainer.steps_per_epoch,
+                epochs, last_steps, measured.estimate(trainer.steps_per_epoch, frozen_from, epochs, last_steps))
 
-    def estimate(epochs: int, last_steps: int = 0) -> float:
-        """Seconds of a run of `epochs`, the last stopping after `last_steps` (0: whole), the probe included."""
+
+@dataclass(frozen=True)
+class Rates:
+    """What the probe measured, in seconds (see Plan)."""
+
+    step_s: float
+    frozen_step_s: float
+    validation_s: float
+    checkpoint_s: float
+    epoch_start_s: float
+    final_evaluation_s: float
+    probe_s: float
+
+    def estimate(self, per_epoch: int, frozen_from: int, epochs: int, last_steps: int = 0) -> float:
+        """Seconds of a run of `epochs` of `per_epoch` steps, the last stopping after `last_steps` (0: whole), the probe included;
+        steps after `frozen_from` epochs (0: never) at the frozen rate."""
         steps = (epochs - 1) * per_epoch + (last_steps or per_epoch)
         learning = min(steps, frozen_from * per_epoch) if frozen_from else steps  # steps that still train the whitening bias
-        return probe_s + learning * step_s + (steps - learning) * frozen_s + epochs * (validation_s + checkpoint_s + epoch_start_s) + final_s
+        return (self.probe_s + learning * self.step_s + (steps - learning) * self.frozen_step_s
+                + epochs * (self.validation_s + self.checkpoint_s + self.epoch_start_s) + self.final_evaluation_s)
 
-    limit = SAFETY * budget_s
+
+def fit(rates: Rates, per_epoch: int, frozen_from: int, limit_s: float) -> tuple[int, int]:
+    """(epochs, last_epoch_steps): the most whole epochs that fit in `limit_s`, then as many steps of
+    one more as still fit (0: none). At least one whole epoch, even where it does not fit."""
+
+    def fits(epochs: int, last_steps: int = 0) -> bool:
+        return rates.estimate(per_epoch, frozen_from, epochs, last_steps) <= limit_s
+
     epochs = 1
-    while epochs < MAX_EPOCHS and estimate(epochs + 1) <= limit:
+    while epochs < MAX_EPOCHS and fits(epochs + 1):
         epochs += 1
-    last_steps = 0
-    if epochs < MAX_EPOCHS and estimate(epochs) <= limit and per_epoch > 1:
-        # The most steps of one more epoch that still fit; none if not even one does.
-        fits = [s for s in range(1, per_epoch) if estimate(epochs + 1, s) <= limit]
-        if fits:
-            epochs, last_steps = epochs + 1, fits[-1]
-    return Plan(budget_s, step_s, frozen_s, validation_s, checkpoint_s, epoch_start_s, final_s, probe_s, timed, per_epoch, epochs, last_steps,
-                estimate(epochs, last_steps))
+    if epochs < MAX_EPOCHS and fits(epochs) and per_epoch > 1:
+        steps = [s for s in range(1, per_epoch) if fits(epochs + 1, s)]
+        if steps:
+            return epochs + 1, steps[-1]
+    return epochs, 0
 
 
 def write_plan(path: Path, plan: Plan) -> None:
