@@ -176,7 +176,8 @@ def test_an_onnx_file_whose_output_disagrees_with_its_metadata_is_refused_at_loa
     path = write_onnx(tmp_path / "model.onnx", info_json, **WRONG_OUTPUTS[kind]())
     with pytest.raises(CheckpointError, match="batch of 2"):
         load_classifier(path)
-    for argv in (["predict", path, colour_folder / "red", "--json"], ["evaluate", path, "--data", colour_folder, "--json", "--out", tmp_path / "eval"]):
+    serve = ["serve", path, "--port", "0"]  # refused before a port is taken; served, it would run until no_hang stops it
+    for argv in (["predict", path, colour_folder / "red", "--json"], ["evaluate", path, "--data", colour_folder, "--json", "--out", tmp_path / "eval"], serve):
         r = convnet(*argv)
         assert r.status == 2 and r.out == ""
         assert_one_sentence(r.err, str(path))

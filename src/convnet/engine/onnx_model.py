@@ -16,11 +16,10 @@ standard ONNX domain, a tensor anywhere in the model (initializers, sparse tenso
 attributes, subgraphs, functions) stored in an external file.
 
 A hostile graph can still ask for unbounded work from a few bytes (chained MatMuls of a
-ConstantOfShape, a 4 TB tensor). So onnxruntime folds no constants while it creates the session
-(the one step that could not be stopped), each run is stopped past a time limit that the file's
-size justifies (`_seconds_for`), and `load_onnx` runs a probe batch of 2 black images: logits
-that are not float32 (2, num_classes) and finite refuse the file at load, as they refuse any
-later batch.
+ConstantOfShape). So onnxruntime folds no constants while it creates the session (the one step
+that could not be stopped), each run is stopped past a time limit that the file's size justifies
+(SLOW_FLOPS below), and `load_onnx` runs a probe batch of 2 black images: logits that are not
+float32 (2, num_classes) and finite refuse the file at load, as they refuse any later batch.
 """
 from __future__ import annotations
 
@@ -44,9 +43,10 @@ BATCH_DIM = "batch"  # the name of the dynamic first dimension of the input and 
 STANDARD_DOMAINS = ("", "ai.onnx")
 _DO = "pass a .onnx file written by `convnet export`"
 EXTRA = "pip install 'convnet[onnx]'"
-# A run's time limit (`_seconds_for`). No convnet model does more than 2 float operations per byte
-# of its file per input pixel (each weight used at most once per pixel); at SLOW_FLOPS, far below
-# any CPU's, a genuine model always ends within it, and a small file asking for hours does not.
+# A run of N images may take MIN_RUN_S + N * 2 * file bytes * H * W / SLOW_FLOPS seconds. No convnet
+# model does more than 2 float operations per byte of its file per input pixel (each weight used at
+# most once per pixel); at SLOW_FLOPS, far below any CPU's, a genuine model always ends within the
+# limit, and a small file asking for hours of work is stopped.
 SLOW_FLOPS = 1e9  # float operations per second
 MIN_RUN_S = 2.0  # the floor for small graphs, whose time is onnxruntime's own overhead
 
