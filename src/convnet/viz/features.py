@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from convnet.errors import ConfigError
-from convnet.viz.grid import fit_scale, image_grid, save_figure, show_image
+from convnet.viz.grid import FIGURE_DPI, fit_scale, image_grid, save_figure, show_image
 from convnet.viz.hooks import hooked
 
 MAP_PIXELS = 64  # a feature map is upscaled until its longer side is about this many pixels
@@ -133,11 +133,13 @@ def feature_maps_figure(pixels: torch.Tensor, name: str, conv: nn.Conv2d, activa
         A Figure of three axes: the input, the maps (`render_feature_maps`' tiles), the colour bar.
     """
     c, h, w = activation.shape
-    fig = Figure(figsize=(10, 5.5), layout="constrained")
+    mosaic = _chw(render_feature_maps(activation, scale=1))
+    # Inches for the maps: at least a screenful, and at least one PNG pixel per map pixel (large inputs).
+    maps_w, maps_h = max(6.0, 1.1 * mosaic.shape[2] / FIGURE_DPI), max(4.5, 1.1 * mosaic.shape[1] / FIGURE_DPI)
+    fig = Figure(figsize=(1.5 * maps_w + 1.5, maps_h + 1.5), layout="constrained")  # + the input, bar and text
     ax_input, ax_maps = fig.subplots(1, 2, width_ratios=(1, 2))
     show_image(ax_input, pixels, f"input ({pixels.shape[1]} x {pixels.shape[2]} pixels)")
-    show_image(ax_maps, _chw(render_feature_maps(activation, scale=1)),
-               f"{c} maps of {h} x {w}, one per output channel")
+    show_image(ax_maps, mosaic, f"{c} maps of {h} x {w}, one per output channel")
     _grey_bar(fig, ax_maps, "each tile scaled on its own: its lowest value 0, its highest 1")
     fig.suptitle(f"{name} ({_describe(conv)}): output {c} x {h} x {w} (C x H x W)", fontsize=13)
     fig.supxlabel("What each filter of this layer found in the image, before batch norm and ReLU: "
