@@ -15,6 +15,7 @@ import base64
 import io
 import shutil
 from collections.abc import Iterator
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,12 @@ def _grid(page: Page, testid: str) -> list[list[float]]:
     )
 
 
+def _fixed(x: float, places: int) -> str:
+    """x to `places` decimals with ties rounded up, as JavaScript's toFixed and Math.round do (Python's
+    format rounds ties to even: 6.25 -> "6.2" where the page shows "6.3")."""
+    return str(Decimal(x).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
+
+
 def _rows(page: Page, selector: str, label: str) -> dict[str, str]:
     """{label's text: the next element's text} for every `label` under `selector` (a <dl>'s dt, a table's th)."""
     return page.eval_on_selector(
@@ -117,10 +124,10 @@ def test_the_model_card_reads_in_words(served: str, page: Page) -> None:
 
     shown = _rows(page, "#model-card [data-testid=metrics]", "th")
     assert shown["Epochs trained"] == str(metrics["epoch"])
-    assert shown["Training loss"] == f"{metrics['train_loss']:.3f}"
-    assert shown["Validation accuracy"] == f"{100 * metrics['val_acc']:.1f}%"
-    assert shown["Training accuracy"] == f"{100 * metrics['train_acc']:.1f}%"
-    assert shown["Training speed"] == f"{round(metrics['images_per_s']):,} images per second"
+    assert shown["Training loss"] == _fixed(metrics["train_loss"], 3)
+    assert shown["Validation accuracy"] == _fixed(100 * metrics["val_acc"], 1) + "%"
+    assert shown["Training accuracy"] == _fixed(100 * metrics["train_acc"], 1) + "%"
+    assert shown["Training speed"] == f"{int(_fixed(metrics['images_per_s'], 0)):,} images per second"
     assert shown["Time of the last epoch"].endswith(" s")
     assert float(shown["Learning rate at the last step"]) == pytest.approx(metrics["lr"], rel=1e-3)
     assert len(shown) == len(metrics)  # every metric, each under a label: no raw key like images_per_s
