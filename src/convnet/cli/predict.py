@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
         if r.error is not None:
             failed += 1
             if not args.json:
-                print(display_name(f"error: {r.path}: {r.error}"), file=sys.stderr, flush=True)
+                named = r.error if r.path in r.error else f"{r.path}: {r.error}"  # the reader's sentences name the file already
+                print(display_name(f"error: {named}"), file=sys.stderr, flush=True)
     if answered == 0:
         named = " ".join(display_name(p) for p in args.images)
         raise ConfigError(f"No image files found in {named}; pass image files or folders that hold some.")

@@ -95,8 +95,9 @@ class Classifier:
             except FileNotFoundError:
                 raise DataError(f"There is no image file at {image}; check the path.") from None
             except (OSError, ValueError, Image.DecompressionBombError) as e:
-                # Pillow's "cannot identify image file" only repeats the path; other reasons (truncated) help.
-                reason = "" if isinstance(e, UnidentifiedImageError) else f" ({e})"
+                # Pillow's "cannot identify image file" only repeats the path; other reasons (truncated) help,
+                # an OS error's without the path it names ("[Errno 6] ...: '<path>'").
+                reason = "" if isinstance(e, UnidentifiedImageError) else f" ({e.strerror or e})" if isinstance(e, OSError) else f" ({e})"
                 raise DataError(f"{image} is not a readable image{reason}; pass a JPEG, PNG, BMP, GIF, WebP or TIFF file.") from None
         if isinstance(image, torch.Tensor):
             if image.dtype != torch.uint8 or tuple(image.shape) != (chans, *size):
