@@ -1,5 +1,6 @@
 """The `convnet` command end to end on a tiny real image folder."""
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,16 @@ def trained(colour_folder, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     assert main(["train", "--data", str(colour_folder), "--epochs", "3", "--batch-size", "16", "--runs-dir", str(runs), "--name", "t", "--quiet"]) == 0
     return runs / "t" / "model.safetensors"
+
+
+def test_training_ends_with_a_next_command_that_runs(colour_folder, tmp_path, capsys):
+    runs = tmp_path / "my runs"  # a space: the printed path must survive a shell
+    assert main(["train", "--data", str(colour_folder), "--epochs", "1", "--batch-size", "32", "--runs-dir", str(runs), "--name", "n"]) == 0
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("next: ")]
+    argv = shlex.split(line.removeprefix("next: "))
+    assert argv[:2] == ["convnet", "evaluate"] and "..." not in line
+    assert main([*argv[1:], "--json", "--out", str(tmp_path / "ev")]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 12  # the run's own validation split, found without --data
 
 
 def test_summary_prints_the_tutorial_total(capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shlex
 import time
 
 from convnet.cli._common import add_data_argument, duration, image_size, model_args
@@ -131,5 +132,5 @@ def run(args: argparse.Namespace) -> int:
     val = f", validation accuracy {m['val_acc']:.4f}" if m.get("val_acc") is not None else ""
     tta = f" ({m['val_acc_tta']:.4f} with TTA)" if "val_acc_tta" in m else ""
     print(f"done: {result.run_dir} (train accuracy {m['train_acc']:.4f}{val}{tta})")
-    print(f"next: convnet evaluate {result.run_dir / 'model.safetensors'} --data ...")
+    print(f"next: convnet evaluate {shlex.quote(str(result.run_dir / 'model.safetensors'))}")  # evaluate finds the run's data itself
     return 0
