@@ -132,5 +132,8 @@ def run(args: argparse.Namespace) -> int:
     val = f", validation accuracy {m['val_acc']:.4f}" if m.get("val_acc") is not None else ""
     tta = f" ({m['val_acc_tta']:.4f} with TTA)" if "val_acc_tta" in m else ""
     print(f"done: {result.run_dir} (train accuracy {m['train_acc']:.4f}{val}{tta})")
-    print(f"next: convnet evaluate {shlex.quote(str(result.run_dir / 'model.safetensors'))}")  # evaluate finds the run's data itself
+    # evaluate finds the run's data itself; its validation split holds images the run never trained on
+    # (the default, test, is all of a flat folder, training images included).
+    held_out = " --split val" if m.get("val_acc") is not None else ""
+    print(f"next: convnet evaluate {shlex.quote(str(result.run_dir / 'model.safetensors'))}{held_out}")
     return 0
