@@ -40,7 +40,9 @@ def run(args: argparse.Namespace) -> int:
     n = len(captions)
     which = "first" if args.first else f"shuffled (seed {args.seed})"
     try:
-        path = save_image_grid(images, captions, args.out, title=f"{n} images, {which}: {ds.source}")
+        # The data as the user named it: a figure made to be shared should not show this machine's paths.
+        named = f"{args.data} ({args.split})" if args.data is not None else ds.source
+        path = save_image_grid(images, captions, args.out, title=display_name(f"{n} images, {which}: {named}"))
     except OSError as e:  # --out is a folder, or lies below a file, or the disk refuses
         raise ConfigError(f"Cannot write --out {args.out} ({e.strerror or e}); name a .png file in a folder you can write to.") from None
     print(display_name(f"{n} images of {ds.source}: {', '.join(captions)}"))  # display_name: folders named in any bytes
