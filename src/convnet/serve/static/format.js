@@ -43,8 +43,6 @@ const FIELDS = {
   seconds: ["Time of the last epoch", duration],
   images_per_s: ["Training speed", (v) => `${count(v)} images per second`],
 };
-// In the history table a row is one epoch, so its columns read shorter.
-const HISTORY_LABELS = { epoch: "Epoch", lr: "Learning rate", seconds: "Time", images_per_s: "Images per second" };
 
 /** A metric's label: "val_acc" -> "Validation accuracy"; a key this page does not know -> "Some key". */
 export function metricLabel(key) {
@@ -53,8 +51,8 @@ export function metricLabel(key) {
   return words.charAt(0).toUpperCase() + words.slice(1);
 }
 
-/** A history column's header: as metricLabel, shorter where the row already says "this epoch". */
-export const historyLabel = (key) => HISTORY_LABELS[key] || metricLabel(key);
+/** A history.csv column's header: as metricLabel, except that a row is one epoch, numbered. */
+export const historyLabel = (key) => (key === "epoch" ? "Epoch" : metricLabel(key));
 
 /** A metric's value in words: ("images_per_s", 3400.6) -> "3,401 images per second"; a missing one -> "–". */
 export function metricValue(key, v) {
