@@ -1,7 +1,10 @@
-"""Writing files so that a crash or a kill never leaves a half-written one behind."""
+"""Writing files so that a crash or a kill never leaves a half-written one behind, and opening
+files in folders convnet owns without following a link or blocking on a FIFO."""
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +22,27 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def open_regular(path: Path, flags: int = os.O_RDONLY) -> int:
+    """A file descriptor for the regular file `path`, opened with `flags` (O_CREAT creates it).
+
+    Never follows a link (O_NOFOLLOW) and never blocks on a FIFO (O_NONBLOCK, which a regular
+    file ignores). Raises:
+        OSError: `path` is missing, cannot be opened, or is not a regular file; for a link or
+            anything else that is not a regular file, `strerror` says so.
+    """
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        fd = -1
+    if fd >= 0 and stat.S_ISREG(os.fstat(fd).st_mode):
+        return fd
+    if fd >= 0:
+        os.close(fd)
+    raise OSError(errno.EINVAL, "a link, a FIFO or a device, not a regular file", str(path))
 
 
 def size_text(n_bytes: int) -> str:

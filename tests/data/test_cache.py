@@ -77,17 +77,19 @@ def test_an_entry_from_before_notes_is_noted_when_next_read_and_pruned_if_never_
 def test_hostile_cache_files_are_neither_followed_nor_trusted(tmp_path, capsys):
     folder = cache.cache_home() / "cache"
     folder.mkdir(parents=True)
+    link, junk, huge = "0000000000000000-0000000000000001", "0000000000000000-0000000000000002", "0000000000000000-0000000000000003"
     outside = tmp_path / "precious.npz"
     np.savez(outside, a=np.zeros(3))
-    (folder / "link.npz").symlink_to(outside)  # a link out of the cache: not an entry, and never deleted through
-    (folder / "junk.npz").write_bytes(b"not a zip")
-    (folder / "junk.json").write_text('{"source": ["not", "a", "path"]}')
-    (folder / "huge.json").write_text(json.dumps({"source": "x" * 100_000}))  # past what a note may hold
+    (folder / f"{link}.npz").symlink_to(outside)  # a link out of the cache: deleted itself, never through
+    (folder / f"{junk}.npz").write_bytes(b"not a zip")
+    (folder / f"{junk}.json").write_text('{"source": ["not", "a", "path"]}')
+    (folder / f"{huge}.json").write_text(json.dumps({"source": "x" * 100_000}))  # past what a note may hold
     (folder / "notes.txt").write_text("not a cache file")
-    assert {(e.key, e.source) for e in cache.entries()} == {("junk", None), ("huge", None)}
+    (folder / "junk.npz").write_bytes(b"not named like an entry")
+    assert {(e.key, e.source) for e in cache.entries()} == {(link, None), (junk, None), (huge, None)}
     assert main(["cache", "--clear"]) == 0
-    assert outside.exists() and (folder / "link.npz").is_symlink() and (folder / "notes.txt").exists()
-    assert not (folder / "junk.npz").exists() and not (folder / "huge.json").exists()
+    assert outside.exists() and (folder / "notes.txt").exists() and (folder / "junk.npz").exists()
+    assert sorted(p.name for p in _files()) == ["junk.npz", "notes.txt"]
 
 
 def test_the_command_says_what_it_does():

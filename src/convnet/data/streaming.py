@@ -9,9 +9,12 @@ the file list, the labels and the few batches in flight, whatever the folder's s
                     (`image_folder.decode_files`: `images.load_image` in one worker process per
                     core), skipping unreadable files as it does, into one raw uint8 file of rows
                     (C, H, W) in the cache home, `cache/<key>.u8`, with its labels in
-                    `cache/<key>.npz`. Before writing, a DataWarning says how large it will be
-                    and where. When the disk lacks room (`FREE_MARGIN`) or the cache home cannot be
-                    written, nothing is cached: the loader's workers decode the files every epoch.
+                    `cache/<key>.npz`, with the raw file's SHA-256, checked each time the entry is
+                    opened: a damaged, altered or foreign raw file is decoded again (`cache.py`).
+                    Before writing, a DataWarning says how large it will be and where. When the
+                    disk lacks room (`FREE_MARGIN`), the cache home cannot be written or the lock
+                    `cache/<key>.lock` is not a regular file (a link or a FIFO, never followed or
+                    waited on), nothing is cached: the loader's workers decode the files every epoch.
     batches         `data.batches.StreamingBatches`: the epoch's permutation is drawn from the trainer's
                     generator exactly as `InMemoryBatches` draws it, and each batch is read by a
                     `torch.utils.data.DataLoader` worker process ahead of the training step, so a
@@ -43,7 +46,7 @@ from convnet.data.dataset import Dataset, channel_stats
 from convnet.data.image_folder import UNREADABLE, DataWarning, FolderSplit
 from convnet.data.images import display_name, load_image
 from convnet.errors import DataError
-from convnet.files import atomic_write, size_text
+from convnet.files import atomic_write, open_regular, size_text
 
 BUDGET_FRACTION = 0.5  # of the RAM available at the start: the rest is the model's, the batches' and other programs'
 FREE_MARGIN = 1 << 30  # bytes the decode cache leaves free on its disk
@@ -85,7 +88,7 @@ class ImageStore:
         out = np.zeros((len(rows), *self.shape), dtype=np.uint8)
         if self.path is not None:
             row_bytes = math.prod(self.shape)
-            fd = os.open(self.path, os.O_RDONLY)
+            fd = open_regular(self.path)
             try:
                 # pread, not a memory map: mapped pages would count as this process's memory.
                 for i, r in enumerate(rows.tolist()):
@@ -138,7 +141,7 @@ def open_streamed(found: FolderSplit) -> StreamedSplit:
     """The split to stream: its decode cache, made first when there is none (see the module docstring)."""
     key = cache.cache_key("image-folder-stream", found.root, found.files, split=found.split, size=list(found.image_size), channels=found.channels)
     shape = (found.channels, *found.image_size)
-    index = _cached_index(key, found)
+    index = _cached_index(key, found, warn=True)
     if index is None:
         index = _make_cache(key, found)
     if index is None:  # no room: the workers decode every file of every epoch
@@ -156,22 +159,36 @@ def _raw_path(key: str) -> Path:
     return cache.cache_path(key).with_suffix(".u8")
 
 
-def _cached_index(key: str, found: FolderSplit) -> dict[str, np.ndarray] | None:
-    """The cache entry's labels and skipped files, when the entry is whole and matches `found`."""
-    index = cache.load_arrays(key, found.root)
-    raw = _raw_path(key)
-    if index is None or set(index) != {"labels", "skipped"} or not raw.is_file():
+def _row_bytes(found: FolderSplit) -> int:
+    """Bytes of one decoded image: a row of the raw file."""
+    return found.channels * found.image_size[0] * found.image_size[1]
+
+
+def _cached_index(key: str, found: FolderSplit, warn: bool) -> dict[str, np.ndarray] | None:
+    """The cache entry's labels and skipped files, when the entry is whole, matches `found` and its
+    raw file matches its checksum; `warn`: say so (once) when an entry is there but damaged."""
+    index = cache.load_arrays(key, found.root, warn=warn)
+    if index is None or set(index) != {"labels", "skipped", "raw_sha256"}:
         return None
     labels, skipped = index["labels"], index["skipped"]
-    row_bytes = found.channels * found.image_size[0] * found.image_size[1]
     whole = (
         labels.dtype == np.int64
         and skipped.dtype.kind == "U"
         and len(labels) + len(skipped) == len(found.files)
-        and raw.stat().st_size == len(labels) * row_bytes
         and bool(((labels >= 0) & (labels < len(found.classes))).all())
     )
-    return index if whole else None
+    if not whole:
+        return None
+    raw = _raw_path(key)
+    try:
+        matches = np.array_equal(cache.file_checksum(raw, len(labels) * _row_bytes(found)), index["raw_sha256"])
+    except OSError as e:
+        matches, why = False, e.strerror or str(e)
+    else:
+        why = "its pixels do not match their checksum"
+    if not matches and warn:
+        cache.warn_damaged(raw, why)
+    return index if matches else None
 
 
 def _make_cache(key: str, found: FolderSplit) -> dict[str, np.ndarray] | None:
@@ -181,10 +198,10 @@ def _make_cache(key: str, found: FolderSplit) -> dict[str, np.ndarray] | None:
     size = size_text(found.decoded_bytes)
     try:
         raw.parent.mkdir(parents=True, exist_ok=True)
-        with open(raw.with_suffix(".lock"), "w") as lock:
+        with os.fdopen(open_regular(raw.with_suffix(".lock"), os.O_RDWR | os.O_CREAT), "rb") as lock:
             # Ranks of a torchrun launch share a cache home: one decodes, the others wait and read it.
             fcntl.flock(lock, fcntl.LOCK_EX)
-            index = _cached_index(key, found)
+            index = _cached_index(key, found, warn=False)  # said already, before the wait
             if index is not None:
                 return index
             free = shutil.disk_usage(raw.parent).free
@@ -199,10 +216,8 @@ def _make_cache(key: str, found: FolderSplit) -> dict[str, np.ndarray] | None:
             warnings.warn(f"Caching {len(found.files)} decoded images for streaming: {size} in {raw} ({size_text(free)} free there).", DataWarning, stacklevel=3)
             index = _decode_into(raw, found)
             cache.save_arrays(key, index, found.root)  # last: its presence says the raw file is whole
-            what = key.split("-")[0]
-            for stale in raw.parent.glob(f"{what}-*.u8"):  # older files of the same folder and settings
-                if stale != raw:
-                    stale.unlink(missing_ok=True)
+            for stale in cache.stale_keys(key, ".u8"):  # older files of the same folder and settings
+                _raw_path(stale).unlink(missing_ok=True)
             return index
     except OSError as e:
         warnings.warn(f"Could not write the decode cache ({size}) in {raw.parent} ({e}); images are decoded again every epoch.", DataWarning, stacklevel=3)
@@ -227,7 +242,8 @@ def _decode_into(raw: Path, found: FolderSplit) -> dict[str, np.ndarray]:
 
     atomic_write(raw, write)
     skipped = [f for f, good in zip(found.files, ok, strict=True) if not good]
-    return {"labels": found.labels[ok], "skipped": np.array(skipped, dtype=str)}
+    labels = found.labels[ok]
+    return {"labels": labels, "skipped": np.array(skipped, dtype=str), "raw_sha256": cache.file_checksum(raw, len(labels) * _row_bytes(found))}
 
 
 def sample_stats(split: StreamedSplit, seed: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
