@@ -4,6 +4,7 @@ Sizes are checked against the files on disk (os.stat), entries against the folde
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -90,6 +91,27 @@ def test_hostile_cache_files_are_neither_followed_nor_trusted(tmp_path, capsys):
     assert main(["cache", "--clear"]) == 0
     assert outside.exists() and (folder / "notes.txt").exists() and (folder / "junk.npz").exists()
     assert sorted(p.name for p in _files()) == ["junk.npz", "notes.txt"]
+
+
+def test_every_entry_holds_the_sha256_of_its_arrays_and_raw_pixels(tmp_path):
+    """The documented format, recomputed with hashlib: each array's [name, dtype, shape] as JSON, then
+    its bytes, in name order; a streamed entry's index also holds the SHA-256 of its .u8 file."""
+    folder = write_colour_folder(tmp_path / "pics", per_class=4)
+    load_image_folder(folder)
+    with pytest.warns(DataWarning):
+        open_streamed(scan_folder(folder))
+    streamed = 0
+    for npz_path in [f for f in _files() if f.suffix == ".npz"]:
+        with np.load(npz_path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        h = hashlib.sha256()
+        for name in sorted(set(arrays) - {"sha256"}):
+            h.update(json.dumps([name, arrays[name].dtype.str, list(arrays[name].shape)]).encode() + arrays[name].tobytes())
+        assert arrays["sha256"].tobytes() == h.digest()
+        if "raw_sha256" in arrays:
+            assert arrays["raw_sha256"].tobytes() == hashlib.sha256(npz_path.with_suffix(".u8").read_bytes()).digest()
+            streamed += 1
+    assert streamed == 1
 
 
 def test_the_command_says_what_it_does():

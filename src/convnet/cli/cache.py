@@ -13,7 +13,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     what = p.add_mutually_exclusive_group()
     what.add_argument("--prune", action="store_true", help="delete the entries whose image folder no longer exists, or was never recorded (entries "
                       "made before convnet recorded folders; any entry in use records its folder when next read)")
-    what.add_argument("--clear", action="store_true", help="delete every entry (folders are decoded again on their next use)")
+    what.add_argument("--clear", action="store_true", help="delete every entry (folders are decoded again on their next use); only files named "
+                      "like entries are deleted, and a cache folder that is a link is refused")
 
 
 def run(args: argparse.Namespace) -> int:

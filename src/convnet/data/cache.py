@@ -125,7 +125,10 @@ def file_checksum(path: Path, size: int) -> np.ndarray:
     return np.frombuffer(h.digest(), dtype=np.uint8)
 
 
-def warn_damaged(path: Path, why: str) -> None:
+def warn_damaged(path: Path, why: str | Exception) -> None:
+    """One `CacheWarning`: the entry at `path` is not used, for the reason `why`."""
+    if isinstance(why, Exception):
+        why = (why.strerror if isinstance(why, OSError) else None) or str(why) or type(why).__name__
     warnings.warn(f"The decode cache entry {path} is damaged or altered ({why}); its folder is decoded again and the entry replaced.", CacheWarning, stacklevel=3)
 
 
@@ -140,11 +143,11 @@ def load_arrays(key: str, source: Path | None = None, warn: bool = True) -> dict
     path = cache_path(key)
     try:
         arrays = _read_npz(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    except Exception as e:  # zipfile and NumPy's header parser raise many undocumented kinds on garbage
         if warn:
-            warn_damaged(path, e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__)
+            warn_damaged(path, e)
         return None
     stored = arrays.pop(CHECKSUM, None)
     if stored is None:
@@ -171,8 +174,8 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 def _read_member(npz: zipfile.ZipFile, info: zipfile.ZipInfo, file_size: int) -> np.ndarray:
     """One stored .npy member: its header must account for exactly the member's bytes, so a header
     claiming a shape of 10**12 is refused before anything is allocated."""
-    if info.compress_type != zipfile.ZIP_STORED or info.file_size > file_size:
-        raise ValueError(f"{info.filename} is compressed or larger than the file")
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1 or info.file_size > file_size:
+        raise ValueError(f"{info.filename} is compressed, encrypted or larger than the file")
     with npz.open(info) as f:
         version = np.lib.format.read_magic(f)
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0

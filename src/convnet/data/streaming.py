@@ -182,10 +182,9 @@ def _cached_index(key: str, found: FolderSplit, warn: bool) -> dict[str, np.ndar
     raw = _raw_path(key)
     try:
         matches = np.array_equal(cache.file_checksum(raw, len(labels) * _row_bytes(found)), index["raw_sha256"])
+        why: str | OSError = "its pixels do not match their checksum"
     except OSError as e:
-        matches, why = False, e.strerror or str(e)
-    else:
-        why = "its pixels do not match their checksum"
+        matches, why = False, e
     if not matches and warn:
         cache.warn_damaged(raw, why)
     return index if matches else None
