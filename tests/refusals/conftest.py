@@ -25,12 +25,17 @@ CIFAR_NAMES = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"f
 CIFAR_BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 
 
+class Hung(BaseException):
+    """A command still running after its time. Not an OSError (as TimeoutError is) nor an Exception,
+    so no `except OSError` or `except Exception` in the code under test can swallow it."""
+
+
 @contextmanager
 def no_hang(seconds: int = HANG_S):
-    """Fail with TimeoutError instead of hanging: SIGALRM interrupts a blocking open() too (PEP 475)."""
+    """Fail with Hung instead of hanging: SIGALRM interrupts a blocking open() too (PEP 475)."""
 
     def expire(signum, frame):
-        raise TimeoutError(f"still running after {seconds} s: convnet hung")
+        raise Hung(f"still running after {seconds} s: convnet hung")
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.alarm(seconds)

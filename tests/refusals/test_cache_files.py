@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import io
 import os
-import signal
 import warnings
 import zipfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +22,7 @@ from convnet.data.cache import cache_home
 from convnet.data.image_folder import load_image_folder, scan_folder
 from convnet.data.streaming import open_streamed
 from convnet.errors import ConvnetError
-from tests.refusals.conftest import assert_one_sentence
+from tests.refusals.conftest import assert_one_sentence, no_hang
 
 pytestmark = [pytest.mark.filterwarnings("ignore::convnet.data.image_folder.DataWarning"), pytest.mark.filterwarnings("ignore::convnet.data.cache.CacheWarning")]
 
@@ -36,24 +34,6 @@ def reference(colour_folder) -> tuple[torch.Tensor, torch.Tensor]:
     """(images, labels) of the colour folder, decoded under the session's cache home, not the test's."""
     found = load_image_folder(colour_folder)
     return found.images, found.labels
-
-
-class Hung(Exception):
-    """Not an OSError, unlike conftest's TimeoutError: `except OSError` around a blocked open() cannot swallow it."""
-
-
-@contextmanager
-def no_hang(seconds: int = 10):
-    def expire(signum, frame):
-        raise Hung(f"still running after {seconds} s: convnet hung")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _cache() -> Path:
