@@ -87,7 +87,7 @@ function modelCard(m) {
   left.push(el("h3", { text: `Classes (${m.classes.length})` }), el("ul", { class: "chips", "data-testid": "classes" }, ...m.classes.map((c) => el("li", { text: c }))));
   if (m.metrics && Object.keys(m.metrics).length) {
     const rows = metricRows(m.metrics).map(([label, value]) => el("tr", {}, el("th", { scope: "row", text: label }), el("td", { class: "num", text: value })));
-    left.push(el("h3", { text: "At the end of training" }), el("div", { class: "scroll-x" }, el("table", { "data-testid": "metrics" }, el("tbody", {}, ...rows))));
+    left.push(el("h3", { text: "At the end of training" }), el("div", { class: "scroll-x" }, el("table", { class: "metrics", "data-testid": "metrics" }, el("tbody", {}, ...rows))));
   }
   const right = m.summary && m.summary.length ? [el("h3", { text: "Layers" }), el("div", { class: "scroll-x" }, summaryTable(m))] : [];
   const parts = [el("div", { class: "model-grid" }, el("div", {}, ...left), el("div", {}, ...right))];
