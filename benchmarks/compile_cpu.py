@@ -10,7 +10,7 @@ difference is over 1e-4 (or NaN), `error` with the exception's message, `crashed
 or the C library's last line (heap corruption aborts), or `hung`. The networks of convnet's recipes are among
 the cases: the tutorial network's first layers (32 filters) at its batch of 128.
 
-This is the evidence behind convnet refusing `--compile` on the CPU (engine.inference); with
+This is the evidence behind convnet refusing `--compile` on the CPU (inference.runtime); with
 engine_speed.py's `--set choices` (eager faster than compiled fp32) it says compiling costs more
 than it gives there. Writes benchmarks/results/compile_cpu.json.
 """

@@ -9,7 +9,7 @@ seed and data (the 45,000 / 5,000 seeded split of the CIFAR-10 training images).
 compares one GPU with `--nproc` GPUs (NCCL). Each case runs `convnet train` as a child process;
 throughput is the median over epochs 2.. of every round (epoch 1 pays for start-up), rounds are
 interleaved so that a noisy machine slows every case alike. The per-epoch training losses are
-kept side by side: a distributed run trains the same model (engine/distributed.py), so its
+kept side by side: a distributed run trains the same model (training/distributed.py), so its
 curve should lie on the single process's. Writes benchmarks/results/ddp_scaling.json.
 """
 from __future__ import annotations

@@ -2,14 +2,14 @@
 
     python benchmarks/engine_speed.py [--repeats 3] [--isa avx2] [--set shipped|choices] [--only CASES]
 
-Each case trains one epoch of the real training loop (`engine.torch_trainer.TorchTrainer.train_epoch`:
+Each case trains one epoch of the real training loop (`training.torch_trainer.TorchTrainer.train_epoch`:
 batches cut from in-memory tensors, augmentation, forward, backward, optimizer step) on random
 images of CIFAR-10's shape, after one epoch of warm-up, in a child process of its own: the
 allocator setting is process-wide and cannot be undone. Cases run interleaved, `--repeats`
 rounds, and each figure is the median over the rounds, so slow drift of a noisy machine hits
 every case alike. Compared, each against the recipe as shipped:
 
-    allocator   glibc's default malloc against engine.allocator.keep_freed_memory
+    allocator   glibc's default malloc against inference.allocator.keep_freed_memory
                 (also counted: minor page faults per image)
     pool order  the tutorial network's layers applied one by one (ReLU, then max-pool) against
                 SequentialNet's pool-then-ReLU
@@ -18,7 +18,7 @@ every case alike. Compared, each against the recipe as shipped:
 
 `--set choices` measures, for both precisions, the choices that were kept as they are: the
 recipes' batch sizes against half or twice them, both cores against one thread, and eager
-against `torch.compile` in fp32 (which convnet refuses on the CPU, see engine.inference and
+against `torch.compile` in fp32 (which convnet refuses on the CPU, see inference.runtime and
 compile_cpu.py: this script compiles the training step itself to time it). Those
 figures go to engine_speed[_avx2]_choices.json, so each file holds one run.
 
@@ -85,7 +85,7 @@ COMPARISONS = {
     "channels-last in fp32 (airnet, batch 1000)": ("fast fp32 contiguous", "fast fp32"),
     "frozen whitening bias (airnet, batch 1000)": ("fast", "fast frozen whitening bias"),
     "frozen whitening bias in fp32 (airnet, batch 1000)": ("fast fp32", "fast fp32 frozen whitening bias"),
-    # Batch sizes are also accuracy choices (engine.recipes); these say only what they cost in time.
+    # Batch sizes are also accuracy choices (training.recipes); these say only what they cost in time.
     "batch 128 over 256 (tutorial network)": ("tutorial-fast batch 256", "tutorial-fast"),
     "batch 128 over 256 in fp32 (tutorial network)": ("tutorial-fast fp32 batch 256", "tutorial-fast fp32"),
     "batch 1000 over 500 (airnet)": ("fast batch 500", "fast"),
@@ -102,12 +102,12 @@ def child(name: str) -> dict:
     """Train one warm-up epoch and one timed epoch of case `name`; returns its figures."""
     import torch
 
-    import convnet.engine.torch_trainer as engine
+    import convnet.training.torch_trainer as engine
     from convnet.data.dataset import Dataset
-    from convnet.engine.allocator import keep_freed_memory
-    from convnet.engine.loop import TrainData
-    from convnet.engine.recipes import RECIPES
-    from convnet.engine.run_folder import RunFolder
+    from convnet.inference.allocator import keep_freed_memory
+    from convnet.training.loop import TrainData
+    from convnet.training.recipes import RECIPES
+    from convnet.training.run_folder import RunFolder
 
     if name == PEAK_CASE:
         return conv_peak()
@@ -116,7 +116,7 @@ def child(name: str) -> dict:
     if variation.pop("default_malloc", False):
         engine.keep_freed_memory = lambda: None  # the trainer's one call to it, skipped
     relu_then_pool = variation.pop("relu_then_pool", False)
-    compiled = variation.pop("compile", False)  # convnet refuses --compile on the CPU (engine.inference), so compiled here
+    compiled = variation.pop("compile", False)  # convnet refuses --compile on the CPU (inference.runtime), so compiled here
     if "threads" in variation:
         torch.set_num_threads(variation.pop("threads"))
     gen = torch.Generator().manual_seed(0)

@@ -72,7 +72,7 @@ def train(args: list[str], runs: Path, name: str, timeout: float) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"convnet train exited {proc.returncode}: {proc.stderr[-2000:]}")
     rows = list(csv.DictReader((runs / name / "history.csv").read_text().splitlines()))
-    from convnet.engine.checkpoint import read_model_file
+    from convnet.inference.model_file import read_model_file
 
     metrics = read_model_file(runs / name / "model.safetensors")[1].metrics
     return {
@@ -88,8 +88,8 @@ def train(args: list[str], runs: Path, name: str, timeout: float) -> dict:
 def airbench_data(data: str, folder: Path) -> dict:
     """airbench's cifar10/train.pt and test.pt, written from convnet's seed-0 training and validation split."""
     from convnet.data.batches import shuffled_indices
-    from convnet.engine.prepare import prepare_data
-    from convnet.engine.recipes import recipe_config
+    from convnet.training.prepare import prepare_data
+    from convnet.training.recipes import recipe_config
 
     split = prepare_data(recipe_config("fast", data=data))
     folder.mkdir(parents=True, exist_ok=True)
@@ -242,7 +242,7 @@ def main() -> None:
         recipe("best", key="best", needs=3 * fast_wall)  # 27 epochs at 2.5x the width
         for seed in (1, 2):
             recipe("fast", seed=seed, key=f"fast-seed{seed}", needs=fast_wall)
-        if device == "cuda":  # convnet refuses --compile on the CPU (engine.inference)
+        if device == "cuda":  # convnet refuses --compile on the CPU (inference.runtime)
             recipe("fast", "--compile", key="fast-compile", needs=fast_wall + 60)
 
 

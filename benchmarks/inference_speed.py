@@ -2,13 +2,13 @@
 
     python benchmarks/inference_speed.py [--repeats 3] [--isa avx2]
 
-Each case scores 5,000 random 3x32x32 images with `engine.inference.batched_logits` at batch
+Each case scores 5,000 random 3x32x32 images with `inference.runtime.batched_logits` at batch
 1,000 in fp32 (the precision of every standalone inference path), once untimed and once timed,
 in a child process of its own: the allocator setting is process-wide and cannot be undone.
 Cases run interleaved, `--repeats` rounds, and each figure is the median over the rounds:
 
     default malloc   glibc's default: every batch's activations are mapped and zeroed afresh
-    tuned allocator  engine.allocator.keep_freed_memory, as training has it
+    tuned allocator  inference.allocator.keep_freed_memory, as training has it
     shipped          the tuned allocator and channels-last batches (what Classifier.logits runs)
 
 Writes benchmarks/results/inference_speed.json (inference_speed_avx2.json with --isa avx2).
@@ -33,7 +33,7 @@ def child(model_name: str, variant: str) -> dict:
     """Seconds to score IMAGES images with `model_name` as `variant` says, after one untimed pass."""
     import torch
 
-    import convnet.engine.inference as inference
+    import convnet.inference.runtime as inference
     from convnet.models.registry import create_model
 
     tuned, channels_last = VARIANTS[variant]
@@ -87,7 +87,7 @@ def main() -> None:
     print(json.dumps(speedups, indent=1))
     write_result("inference_speed" if args.isa == "native" else f"inference_speed_{args.isa}", {
         "isa": args.isa, "isa_env": ISA_ENV.get(args.isa, {}), "isa_effect": isa_effect(args.isa),
-        "method": f"engine.inference.batched_logits on {IMAGES} random 3x32x32 images at batch {BATCH}, fp32, randomly initialised "
+        "method": f"inference.runtime.batched_logits on {IMAGES} random 3x32x32 images at batch {BATCH}, fp32, randomly initialised "
                   f"models, one untimed pass first, each case in its own process, median of {args.repeats} interleaved rounds",
         "cases": figures,
         "speedup_over_default_malloc": speedups,

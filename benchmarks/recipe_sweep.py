@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 from _common import RESULTS, SHARED_CIFAR, git_commit, write_result
 
-from convnet.engine.recipes import RECIPES, recipe_config
-from convnet.engine.train import train
+from convnet.training.recipes import RECIPES, recipe_config
+from convnet.training.train import train
 
 _FAST = RECIPES["fast"]
 VARIANTS: dict[str, dict] = {

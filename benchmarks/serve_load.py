@@ -234,8 +234,8 @@ def direct_timings(path: Path, png: bytes) -> dict:
     with the ranking at batch 1 and 16, as serve.models' batcher runs it, torch threads as `convnet serve` sets them."""
     import torch
 
-    from convnet.engine.loading import load_classifier
-    from convnet.engine.predict import rank
+    from convnet.inference.loading import load_classifier
+    from convnet.inference.predict import rank
     from convnet.serve.config import ServeConfig
     from convnet.serve.uploads import decode_image
 

@@ -79,7 +79,7 @@ def run_entry(name: str, data: str, runs: Path, seed: int = 0) -> dict:
             out[f"test_acc{'_tta' if tta else ''}"] = ev["accuracy"]
         out["wall_seconds_with_evaluation"] = train_seconds + time.perf_counter() - start
     else:
-        from convnet.engine.checkpoint import read_model_file
+        from convnet.inference.model_file import read_model_file
 
         metrics = read_model_file(model)[1].metrics
         out["val_acc"], out["val_acc_tta"] = metrics["val_acc"], metrics.get("val_acc_tta")

@@ -6,9 +6,9 @@ Without --runs it trains `fast` on each seed first (about 8 minutes each on 2 AV
 with --runs it scores those run folders (each one's config gives its data, split and seed).
 Every model's logits on its validation split are computed once per view: each shift (dy, dx) in
 [-2, 2]^2 of the reflect-padded images, plain and flipped, through the evaluation path that
-training uses (engine.inference.batched_logits: channels-last, the same autocast). Each scheme is
+training uses (inference.runtime.batched_logits: channels-last, the same autocast). Each scheme is
 then a weighted sum of those logits, so all schemes are scored on the same numbers. Level 2 is
-engine.tta's (airbench94's views and weights). The time per view says what a scheme would add
+inference.tta's (airbench94's views and weights). The time per view says what a scheme would add
 to a run's final evaluation.
 
 The schemes are compared on the split they are scored on, so the best of them is picked with
@@ -28,12 +28,12 @@ import torch
 from _common import SHARED_CIFAR, write_result
 
 from convnet.data.augment import reflect_shift
-from convnet.engine.checkpoint import load_checkpoint
-from convnet.engine.inference import autocast_dtype, batched_logits
-from convnet.engine.prepare import prepare_data
-from convnet.engine.recipes import recipe_config
-from convnet.engine.run_folder import RunFolder
-from convnet.engine.train import train
+from convnet.inference.model_file import load_checkpoint
+from convnet.inference.runtime import autocast_dtype, batched_logits
+from convnet.training.prepare import prepare_data
+from convnet.training.recipes import recipe_config
+from convnet.training.run_folder import RunFolder
+from convnet.training.train import train
 
 View = tuple[int, int, bool]  # (dy, dx, flipped)
 CENTRE = [(0, 0)]

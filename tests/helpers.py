@@ -28,8 +28,8 @@ def write_colour_folder(root: Path, per_class: int, size: int = 24, seed: int = 
 
 def train_interrupted(monkeypatch: pytest.MonkeyPatch, config, epoch: int) -> None:
     """Train `config` as if Ctrl-C landed as epoch `epoch` (0-based) began: its folder keeps the epochs before it."""
-    from convnet.engine.torch_trainer import TorchTrainer
-    from convnet.engine.train import train
+    from convnet.training.torch_trainer import TorchTrainer
+    from convnet.training.train import train
 
     real = TorchTrainer.train_epoch
 

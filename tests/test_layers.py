@@ -1,5 +1,9 @@
-"""The package's imports point one way: cli -> serve -> engine -> viz / scratch -> models / data ->
-formats / files / spec -> errors.
+"""The package's imports point one way: cli -> serve, training, export -> inference -> viz / scratch
+-> models / data -> formats / files / spec -> errors.
+
+serve, training and export share a layer, so none imports another: a server that only predicts
+never loads the trainer, and export reads models through inference alone. Inference imports
+neither of them.
 
 Every `import` in src/convnet (at any depth, inside functions too) is read with `ast`; an import
 from a lower layer into a higher one, between two packages of the same layer, or any cycle
@@ -18,8 +22,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "convnet"
 LAYERS = {
     "__main__": 7,
     "cli": 6,
-    "serve": 5,
-    "engine": 4,
+    "serve": 5, "training": 5, "export": 5,
+    "inference": 4,
     "viz": 3, "scratch": 3,
     "models": 2, "data": 2,
     "formats": 1, "files": 1, "spec": 1,  # torch-free helpers every layer shares
@@ -117,6 +121,6 @@ def test_the_checker_sees_a_violation(tmp_path):
     # The walker itself can fail: imports inside functions, relative ones and `from package
     # import module` all resolve to the module that a lower layer must not reach.
     f = tmp_path / "x.py"
-    f.write_text("def f():\n    from convnet.engine import train\n    from ..engine.checkpoint import ModelInfo\n")
+    f.write_text("def f():\n    from convnet.training import train\n    from ..inference.model_file import ModelInfo\n")
     found = {name for name, _ in _imports(f, "convnet.data.x")}
-    assert found == {"convnet.engine.train", "convnet.engine.checkpoint"}
+    assert found == {"convnet.training.train", "convnet.inference.model_file"}

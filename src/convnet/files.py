@@ -24,6 +24,25 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
         raise
 
 
+_KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a folder"),
+          (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"))
+
+
+def kind_of_mode(mode: int) -> str:
+    """What a file of this `st_mode` is, in a few words ("a folder", "a FIFO (named pipe)", ...)."""
+    return next((words for test, words in _KINDS if test(mode)), "a special file")
+
+
+def kind_of(path: Path) -> str | None:
+    """What is at `path` in a few words, a symbolic link as itself (not followed); None for nothing."""
+    try:
+        mode = os.lstat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return kind_of_mode(mode)
+
+
 def open_regular(path: Path, flags: int = os.O_RDONLY) -> int:
     """A file descriptor for the regular file `path`, opened with `flags` (O_CREAT creates it).
 

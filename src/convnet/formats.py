@@ -1,7 +1,7 @@
 """The model file's format name, its reader and its checks, kept free of torch so that every
 reader (the torch engine, the NumPy engine, the server) shares one spelling and one set of checks.
 
-Layout of model.safetensors: see engine/checkpoint.py. A model file is untrusted input: it may
+Layout of model.safetensors: see inference/model_file.py. A model file is untrusted input: it may
 come from a download or a shared drive. safetensors itself never runs code and refuses a header
 whose tensors do not exactly cover the file; on top of that, `read_model_arrays` refuses, in one
 sentence, anything that would give a traceback or silently wrong (NaN) output later: metadata
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,6 @@ from safetensors import SafetensorError, safe_open
 from convnet.errors import CheckpointError
 
 MODEL_FORMAT = "convnet.model/1"
-# The keys of the "convnet" metadata, as the fields of `engine.checkpoint.ModelInfo`.
-MODEL_INFO_KEYS = ("model", "model_args", "classes", "in_chans", "input_size", "mean", "std", "data_source", "metrics")
 SUPPORTED_CHANNELS = (1, 3)  # what data.images.pil_to_tensor converts images to
 # Far above any model convnet trains (ResNet-18 at width 64 is 45 MB), far below what would
 # exhaust a machine's memory once the NumPy engine holds the weights in float64.
@@ -33,6 +32,36 @@ MAX_MODEL_BYTES = 4 * 1024**3
 # model convnet trained, and predicting with it would allocate that much per image.
 MAX_INPUT_SIDE = 4096
 _DO = "pass a model.safetensors written by `convnet train`"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The "convnet" metadata of a model file: what a reader needs besides the weights."""
+
+    model: str  # registry name
+    model_args: dict  # the architecture's own arguments (e.g. {"arch": "c32-p-f-d64"})
+    classes: tuple[str, ...]
+    in_chans: int
+    input_size: tuple[int, int]  # (H, W)
+    mean: tuple[float, ...]  # per channel, on the 0..1 scale
+    std: tuple[float, ...]
+    data_source: str = ""
+    metrics: dict = field(default_factory=dict)  # final metrics of the run that wrote it
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelInfo:
+        d = dict(d)
+        d["classes"] = tuple(d["classes"])
+        d["input_size"] = tuple(d["input_size"])
+        d["mean"], d["std"] = tuple(d["mean"]), tuple(d["std"])
+        return cls(**d)
+
+
+# The keys of the "convnet" metadata, in ModelInfo's order.
+MODEL_INFO_KEYS = tuple(f.name for f in fields(ModelInfo))
 
 
 def read_model_arrays(path: str | Path, framework: str) -> tuple[dict, dict, Path]:

@@ -19,10 +19,10 @@ from convnet.data.augment import AugmentConfig
 from convnet.data.batches import InMemoryBatches, StreamingBatches, batch_source
 from convnet.data.image_folder import DataWarning, load_image_folder, scan_folder
 from convnet.data.streaming import StreamedSplit, open_streamed
-from convnet.engine.config import TrainConfig
-from convnet.engine.prepare import prepare_data
-from convnet.engine.train import train
 from convnet.errors import ConfigError
+from convnet.training.config import TrainConfig
+from convnet.training.prepare import prepare_data
+from convnet.training.train import train
 
 pytestmark = pytest.mark.filterwarnings("ignore::convnet.data.image_folder.DataWarning")
 
@@ -153,8 +153,8 @@ def test_broken_files_and_fifos_are_skipped_as_in_memory(jpeg_folder, tmp_path):
 _RUN = """
 import sys
 from convnet.data.augment import AugmentConfig
-from convnet.engine.config import TrainConfig
-from convnet.engine.train import train
+from convnet.training.config import TrainConfig
+from convnet.training.train import train
 from convnet.errors import ConfigError
 data, runs, name = sys.argv[1:]
 train(TrainConfig(data=data, runs_dir=runs, name=name, stream=True, loader_workers=1, model="spec", model_args={"arch": "c8-b-p-c16-b-g"},
@@ -165,7 +165,7 @@ train(TrainConfig(data=data, runs_dir=runs, name=name, stream=True, loader_worke
 
 def test_two_gloo_processes_stream_like_one(jpeg_folder, tmp_path):
     """torchrun, 2 ranks each reading only its half of every global batch: the 1-process losses within
-    a relative 1e-4, as tests/engine/test_distributed.py justifies (float sums in another order)."""
+    a relative 1e-4, as tests/training/test_distributed.py justifies (float sums in another order)."""
     script, runs = tmp_path / "run.py", tmp_path / "runs"
     script.write_text(_RUN)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

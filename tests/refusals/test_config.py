@@ -21,9 +21,9 @@ import pytest
 
 import convnet
 from convnet.data.augment import AugmentConfig
-from convnet.engine.config import MAX_NAME_LENGTH, TrainConfig
-from convnet.engine.recipes import RECIPES
 from convnet.errors import ConfigError
+from convnet.training.config import MAX_NAME_LENGTH, TrainConfig
+from convnet.training.recipes import RECIPES
 from tests.helpers import write_colour_folder
 from tests.refusals.conftest import assert_one_sentence
 

@@ -23,9 +23,8 @@ from safetensors.torch import save_file as save_torch_file
 
 import convnet
 from convnet.cli import main
-from convnet.engine.checkpoint import ModelInfo
 from convnet.errors import CheckpointError
-from convnet.formats import MAX_MODEL_BYTES, MODEL_FORMAT, MODEL_INFO_KEYS
+from convnet.formats import MAX_MODEL_BYTES, MODEL_FORMAT, MODEL_INFO_KEYS, ModelInfo
 from convnet.scratch import load_model_file
 from tests.helpers import write_colour_folder
 

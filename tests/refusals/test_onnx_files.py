@@ -19,9 +19,9 @@ from onnx import TensorProto  # noqa: E402
 from onnx import helper as oh  # noqa: E402
 
 from convnet.cli import main  # noqa: E402
-from convnet.engine.checkpoint import load_checkpoint  # noqa: E402
-from convnet.engine.loading import load_classifier  # noqa: E402
 from convnet.errors import CheckpointError  # noqa: E402
+from convnet.inference.loading import load_classifier  # noqa: E402
+from convnet.inference.model_file import load_checkpoint  # noqa: E402
 from tests.refusals.conftest import assert_one_sentence, no_hang  # noqa: E402
 
 OPSET = 17

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from convnet.engine.config import MAX_NAME_LENGTH, TrainConfig
-from convnet.engine.run_folder import RunFolder
 from convnet.errors import ConfigError
+from convnet.training.config import MAX_NAME_LENGTH, TrainConfig
+from convnet.training.run_folder import RunFolder
 from tests.helpers import write_colour_folder
 from tests.refusals.conftest import assert_one_sentence
 from tests.refusals.test_cli_garbage import run_cli

@@ -24,8 +24,8 @@ from safetensors.torch import load_file, save_file
 
 import convnet
 from convnet.cli import main
-from convnet.engine.inference import bf16_supported
-from convnet.engine.state_file import STATE_FORMAT
+from convnet.inference.runtime import bf16_supported
+from convnet.training.state_file import STATE_FORMAT
 from tests.helpers import write_colour_folder
 from tests.refusals.conftest import Payload, assert_one_sentence
 
@@ -95,7 +95,7 @@ class TouchPayload:
 
 
 def _real_state(run: Path) -> dict:
-    from convnet.engine.state_file import read_state
+    from convnet.training.state_file import read_state
 
     return read_state(run / "state.safetensors")
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 import convnet
-from convnet.engine.config import TrainConfig
-from convnet.engine.run_folder import RunFolder
+from convnet.training.config import TrainConfig
+from convnet.training.run_folder import RunFolder
 from tests.helpers import write_colour_folder
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]

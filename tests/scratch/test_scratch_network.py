@@ -8,8 +8,9 @@ import pytest
 import torch
 from safetensors.numpy import save_file
 
-from convnet.engine.checkpoint import ModelInfo, load_checkpoint, save_model
 from convnet.errors import CheckpointError, DataError
+from convnet.formats import ModelInfo
+from convnet.inference.model_file import load_checkpoint, save_model
 from convnet.models import create_model
 from convnet.scratch.losses import CrossEntropyLoss
 from convnet.scratch.network import (

@@ -4,10 +4,10 @@ import numpy as np
 import torch
 
 from convnet.data.sources import load_dataset
-from convnet.engine.checkpoint import load_checkpoint
-from convnet.engine.config import TrainConfig
-from convnet.engine.train import train
+from convnet.inference.model_file import load_checkpoint
 from convnet.scratch.network import load_model_file, predict_logits
+from convnet.training.config import TrainConfig
+from convnet.training.train import train
 
 
 def test_trained_tutorial_agrees_on_a_thousand_real_images(tmp_path):

@@ -27,8 +27,8 @@ from PIL import Image  # noqa: E402
 
 from convnet.cli import build_parser, main  # noqa: E402
 from convnet.cli.serve import _listen  # noqa: E402
-from convnet.engine.checkpoint import load_checkpoint  # noqa: E402
-from convnet.engine.predict import rank  # noqa: E402
+from convnet.inference.model_file import load_checkpoint  # noqa: E402
+from convnet.inference.predict import rank  # noqa: E402
 from convnet.models.summary import summarize  # noqa: E402
 
 PROBABILITY_TOL = 2e-6  # probabilities are rounded to 6 decimals; a different batch may move the last one
@@ -359,7 +359,7 @@ def test_serve_without_the_extra_names_it(model_file, monkeypatch, capsys):
 
 def test_an_onnx_model_predicts_as_its_source_and_explains_that_it_cannot_show_layers(model_file, images, tmp_path):
     pytest.importorskip("onnxruntime")
-    pytest.importorskip("convnet.engine.export")
+    pytest.importorskip("convnet.export.onnx")
     from convnet.serve.app import create_app
     from convnet.serve.config import ServeConfig
     from convnet.serve.models import load_models

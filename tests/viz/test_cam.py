@@ -11,14 +11,14 @@ from matplotlib import colormaps
 from PIL import Image
 
 from convnet.cli import main
-from convnet.engine.checkpoint import (
+from convnet.errors import ConvnetError, DataError
+from convnet.inference.model_file import (
     Classifier,
     ModelInfo,
     load_checkpoint,
     normalize,
     save_model,
 )
-from convnet.errors import ConvnetError, DataError
 from convnet.models import create_model, list_models
 from convnet.viz.cam import cam_figure, cam_overlay, grad_cam, write_cam
 from convnet.viz.grid import FIGURE_DPI

@@ -12,14 +12,14 @@ from matplotlib.collections import QuadMesh
 from PIL import Image
 
 from convnet.cli import main
-from convnet.engine.checkpoint import (
+from convnet.errors import ConfigError, DataError
+from convnet.inference.model_file import (
     Classifier,
     ModelInfo,
     load_checkpoint,
     normalize,
     save_model,
 )
-from convnet.errors import ConfigError, DataError
 from convnet.models import create_model, list_models
 from convnet.spec import TUTORIAL_SPEC, plan
 from convnet.viz.features import (

@@ -21,10 +21,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported when the command runs: `convnet --help` and the other commands skip loading them.
-    from convnet.engine.evaluate import evaluate, format_report, write_figures
-    from convnet.engine.inference import resolve_device
-    from convnet.engine.loading import load_classifier
-    from convnet.engine.splits import evaluation_split
+    from convnet.inference.evaluate import evaluate, format_report, write_figures
+    from convnet.inference.loading import load_classifier
+    from convnet.inference.runtime import resolve_device
+    from convnet.training.splits import evaluation_split
 
     clf = load_classifier(args.checkpoint, device=resolve_device("auto"))
     ds = evaluation_split(args.checkpoint, clf.info, args.data, args.split)

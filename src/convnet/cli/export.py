@@ -15,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", default="onnx", choices=("onnx", "triton"), help="onnx: one .onnx file; triton: OUT/NAME/{config.pbtxt,labels.txt,1/model.onnx}")
     p.add_argument("--out", help="onnx: the file (default: the model file with .onnx for its suffix); triton: the repository folder (default: triton/ beside the model)")
     p.add_argument("--name", help="triton: the model's name in the repository (default: the run folder's name)")
-    p.add_argument("--max-batch-size", type=int, help="triton: the largest batch Triton sends the model (default: MAX_BATCH_SIZE in engine/export.py)")
+    p.add_argument("--max-batch-size", type=int, help="triton: the largest batch Triton sends the model (default: 256)")
     p.add_argument("--force", action="store_true", help="replace an existing file or model folder")
 
 
@@ -26,8 +26,9 @@ def _model_file(checkpoint: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     # Imported when the command runs: `convnet --help` and the other commands skip loading them.
-    from convnet.engine.checkpoint import load_checkpoint
-    from convnet.engine.export import MAX_BATCH_SIZE, export_onnx, export_triton
+    from convnet.export.onnx import export_onnx
+    from convnet.export.triton import MAX_BATCH_SIZE, export_triton
+    from convnet.inference.model_file import load_checkpoint
 
     if args.out == "":
         raise ConfigError("--out is empty; name the file (onnx) or the repository folder (triton) to write, or leave --out out.")

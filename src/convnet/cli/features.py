@@ -24,7 +24,7 @@ def pytorch_model(checkpoint: str, needs: str):
     Raises:
         ConfigError: an .onnx file, which has no PyTorch layers to hook or differentiate.
     """
-    from convnet.engine.checkpoint import load_checkpoint  # imported when called, as in `run`
+    from convnet.inference.model_file import load_checkpoint  # imported when called, as in `run`
 
     if Path(checkpoint).suffix.lower() == ".onnx":
         raise ConfigError(f"{needs} need the PyTorch model file, and {checkpoint} is an ONNX export; "

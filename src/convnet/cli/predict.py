@@ -21,8 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # Imported when the command runs: `convnet --help` and the other commands skip loading them.
     from convnet.data.images import display_name
-    from convnet.engine.loading import load_classifier
-    from convnet.engine.predict import predict_files
+    from convnet.inference.loading import load_classifier
+    from convnet.inference.predict import predict_files
 
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {args.top_k}.")

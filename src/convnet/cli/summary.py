@@ -20,7 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported when the command runs: `convnet --help` and the other commands skip loading them.
-    from convnet.engine.checkpoint import ModelInfo, build_model
+    from convnet.formats import ModelInfo
+    from convnet.inference.model_file import build_model
     from convnet.models import list_models
     from convnet.models.summary import format_summary
 

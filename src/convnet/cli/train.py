@@ -8,9 +8,9 @@ import shlex
 import time
 
 from convnet.cli._common import add_data_argument, duration, image_size, model_args
-from convnet.engine import config as cfg
-from convnet.engine.recipes import list_recipes, recipe_config
 from convnet.errors import ConfigError
+from convnet.training import config as cfg
+from convnet.training.recipes import list_recipes, recipe_config
 
 RANK_0_FIRST_S = 10  # how long another rank waits for rank 0 to state a reason they all stop for: well past ranks' start-up skew
 
@@ -110,8 +110,8 @@ def config_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     # Imported here: the training engine is the slowest import, and `convnet train --help` needs none of it.
-    from convnet.engine.distributed import SaidOnRank0
-    from convnet.engine.train import resume, train
+    from convnet.training.distributed import SaidOnRank0
+    from convnet.training.train import resume, train
 
     if args.resume == "":
         raise ConfigError("--resume is empty; pass the run folder to continue, e.g. --resume runs/NAME.")

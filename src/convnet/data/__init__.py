@@ -1,1 +1,2 @@
-"""Data sources loaded whole into memory as uint8 tensors (see `dataset.Dataset`)."""
+"""Data sources as uint8 tensors: held in memory (`dataset.Dataset`), or streamed from the decode cache
+when a folder is larger than memory (`streaming`)."""

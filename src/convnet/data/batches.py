@@ -112,7 +112,7 @@ class StreamingBatches:
         """
         Args:
             workers: loader processes reading ahead of training; 0 reads in the training process.
-            part: this rank's slice of a global batch of n images (engine.distributed.shard);
+            part: this rank's slice of a global batch of n images (training.distributed.shard);
                 None reads all of it.
         """
         self.split, self.batch_size, self.device, self.workers, self.part = split, batch_size, device, workers, part

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from convnet.files import kind_of_mode
+
 IMAGE_SUFFIXES = frozenset((".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"))
 
 
@@ -87,25 +89,13 @@ def open_image(path: str | os.PathLike) -> Iterator[Image.Image]:
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise ValueError(f"it is {_kind(mode)}, not a regular file")
+            raise ValueError(f"it is {kind_of_mode(mode)}, not a regular file")
         f = os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
     with f, Image.open(f) as img:
         yield img
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "a special file"
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:

@@ -87,5 +87,5 @@ def tutorial(num_classes: int, in_chans: int, input_size: tuple[int, int]) -> Se
 
 @register_model("spec")
 def spec(num_classes: int, in_chans: int, input_size: tuple[int, int], arch: str = TUTORIAL_SPEC) -> SequentialNet:
-    """A sequential CNN from a spec string (`--arch`), see `models.spec`."""
+    """A sequential CNN from a spec string (`--arch`), see `convnet.spec`."""
     return build_sequential(arch, num_classes, in_chans, input_size)

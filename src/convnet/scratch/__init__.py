@@ -2,7 +2,7 @@
 
 It imports no torch. The API mirrors torch's (`Module.forward`, `parameters()`, `zero_grad()`,
 `state_dict()`, `train()`/`eval()`, `optim.SGD`/`optim.Adam`), but each layer also has an explicit
-`backward(grad)`. Networks are built from the same `models.spec.plan` as the torch ones and
+`backward(grad)`. Networks are built from the same `convnet.spec.plan` as the torch ones and
 read the same model files, so the two engines can be checked against each other.
 
     net, info = load_model_file("runs/x/model.safetensors")

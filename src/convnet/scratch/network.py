@@ -1,6 +1,6 @@
 """Networks built from a spec plan, and convnet model files read without torch.
 
-`models.spec.plan` is the one description both engines build from: layer i of the plan is
+`convnet.spec.plan` is the one description both engines build from: layer i of the plan is
 `layers.i` here and in the torch `SequentialNet`, so a model file written by `convnet train`
 loads into this engine name for name, and the two give the same logits.
 """
@@ -65,7 +65,7 @@ def build_network(
     dtype=np.float64,
     rng: np.random.Generator | None = None,
 ) -> SequentialNet:
-    """Build the network a spec string describes (see `models.spec`); raises `SpecError` on a bad spec.
+    """Build the network a spec string describes (see `convnet.spec`); raises `SpecError` on a bad spec.
 
     Args:
         rng: draws the Glorot-uniform initial weights and the dropout masks; seed it to repeat a run.
@@ -103,7 +103,7 @@ def _weights_at_least(layer: Layer) -> int:
 
 
 def load_model_file(path: str | Path, dtype=np.float64) -> tuple[SequentialNet, dict]:
-    """Read a convnet model file (format in `engine.checkpoint`) into a scratch network, in eval mode.
+    """Read a convnet model file (format in `inference.model_file`) into a scratch network, in eval mode.
 
     Args:
         path: a model.safetensors file, or the run folder holding one.

@@ -73,8 +73,8 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.formparsers import MultiPartParser
 
-from convnet.engine.predict import FileResult, rank
 from convnet.errors import ConvnetError, DataError, SpecError
+from convnet.inference.predict import FileResult, rank
 from convnet.scratch.explain import worked_example
 from convnet.serve.config import ServeConfig
 from convnet.serve.errors import install_error_handlers

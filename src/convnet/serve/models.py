@@ -19,12 +19,12 @@ from urllib.parse import quote
 
 import torch
 
-from convnet.engine.checkpoint import build_model
-from convnet.engine.loading import load_classifier
-from convnet.engine.predict import Ranking, rank
-from convnet.engine.run_folder import RunFolder
-from convnet.engine.tta import TTA_WEIGHTS
 from convnet.errors import ConvnetError
+from convnet.inference.loading import load_classifier
+from convnet.inference.model_file import build_model
+from convnet.inference.predict import Ranking, rank
+from convnet.inference.run_files import RunFiles
+from convnet.inference.tta import TTA_WEIGHTS
 from convnet.models.summary import summarize
 from convnet.serve.batching import MicroBatcher
 from convnet.serve.config import ServeConfig
@@ -37,7 +37,7 @@ MAX_CURVES_BYTES = 20_000_000  # a curves.png is tens of kB; a larger one is not
 class ServedModel:
     name: str
     path: Path  # the model file
-    clf: object  # engine.checkpoint.Classifier, or the ONNX runner with the same interface minus .model
+    clf: object  # inference.model_file.Classifier, or the ONNX runner with the same interface minus .model
     run_dir: Path  # the folder of the file, or the run folder given: where history.csv and curves.png would be
     card: dict  # GET /api/model's body
     batchers: dict[int, MicroBatcher] = field(default_factory=dict)  # TTA level -> its /predict batcher
@@ -49,7 +49,7 @@ class ServedModel:
 
     def curves(self) -> bytes | None:
         """The run's curves.png as it is now, or None when there is none (or it is a link, or too large)."""
-        return read_run_file(RunFolder(self.run_dir).curves_path, MAX_CURVES_BYTES)
+        return read_run_file(RunFiles(self.run_dir).curves_path, MAX_CURVES_BYTES)
 
 
 def read_run_file(path: Path, max_bytes: int) -> bytes | None:
@@ -105,7 +105,7 @@ def _number(text: str):
 
 def read_history(run_dir: Path) -> list[dict] | None:
     """history.csv as a list of rows with numbers, or None when there is none or it is unreadable (see `read_run_file`)."""
-    data = read_run_file(RunFolder(run_dir).history_path, MAX_HISTORY_BYTES)
+    data = read_run_file(RunFiles(run_dir).history_path, MAX_HISTORY_BYTES)
     if data is None:
         return None
     try:
@@ -182,7 +182,7 @@ def load_models(paths: list[str | Path], config: ServeConfig) -> list[ServedMode
     for name, path in zip(names, paths, strict=True):
         clf = load_classifier(path)
         run_dir = path if path.is_dir() else path.parent
-        model_path = RunFolder(path).model_path if path.is_dir() else path
+        model_path = RunFiles(path).model_path if path.is_dir() else path
         m = ServedModel(name, model_path, clf, run_dir, card={})
         m.card = _card(m)
         m.batchers = {tta: MicroBatcher(_ranker(clf, tta), config.max_batch, config.batch_wait_ms / 1000) for tta in TTA_WEIGHTS}

@@ -82,7 +82,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, classes: tuple[str, ...], class_
     Args:
         model: a model in eval mode.
         x: the image as model input, normalized float (1, C, H, W) on the model's device
-            (`engine.checkpoint.Classifier.model_input` makes it from a file).
+            (`inference.model_file.Classifier.model_input` makes it from a file).
         classes: the model's class names.
         class_name: the class to explain; default the model's prediction.
     Returns:

@@ -45,7 +45,7 @@ def feature_maps(model: nn.Module, x: torch.Tensor) -> list[tuple[str, torch.Ten
     Args:
         model: a model in eval mode.
         x: the image as model input, normalized float (1, C, H, W) on the model's device
-            (`engine.checkpoint.Classifier.model_input` makes it from a file).
+            (`inference.model_file.Classifier.model_input` makes it from a file).
     Returns:
         [(layer name, float32 (C, H, W) convolution output before batch norm and activation)],
         in the order the forward pass runs the layers.

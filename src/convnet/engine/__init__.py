@@ -1,1 +1,0 @@
-"""The training engine: train loop, evaluation, prediction and the model file format."""
