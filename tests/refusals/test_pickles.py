@@ -14,7 +14,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from convnet.data.cache import cache_home
+from convnet.data.cache import CacheWarning, cache_home
 from convnet.data.sources import load_dataset
 from convnet.errors import DataError
 from tests.refusals.conftest import CIFAR_NAMES, Payload, as_archive, assert_one_sentence, cifar_batch, no_hang, write_cifar
@@ -88,8 +88,11 @@ def test_a_hostile_cache_entry_is_decoded_again_not_run(case, marker, colour_fol
     first = load_dataset(colour_folder)  # decodes the folder and writes its cache entry
     (entry,) = (cache_home() / "cache").glob("*.npz")
     entry.write_bytes(CACHE_CASES[case](marker))
-    with no_hang():
+    with no_hang(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         again = load_dataset(colour_folder)
+    # A damaged entry is said to be decoded again; one with no valid checksum at all is decoded again quietly.
+    assert all(issubclass(w.category, CacheWarning) and "decoded again" in str(w.message) for w in caught), caught
     assert again.images.equal(first.images) and again.labels.equal(first.labels)
     with np.load(entry, allow_pickle=False) as rebuilt:  # and the entry was written anew
         assert rebuilt["images"].shape == tuple(first.images.shape)
