@@ -241,7 +241,7 @@ def check_weights_match(
         raise CheckpointError(f"{mismatch}: it lists {num_classes} classes but its output layer '{heads[-1]}' has {got[heads[-1]][0]}; {_DO}.")
     # The first convolution's weight is (out, in_chans, kh, kw).
     first = next((n for n, s in expected.items() if len(s) == 4), None)
-    if first in got and len(got[first]) == 4 and got[first][1] != expected[first][1] == in_chans:
+    if first is not None and first in got and len(got[first]) == 4 and got[first][1] != expected[first][1] == in_chans:
         raise CheckpointError(f"{mismatch}: it gives in_chans={in_chans} but its first layer '{first}' takes in_chans={got[first][1]}; {_DO}.")
     missing = [n for n in expected if n not in got]
     if missing:

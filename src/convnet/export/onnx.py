@@ -57,8 +57,12 @@ def export_onnx(clf: Classifier, out: str | Path, force: bool = False) -> Path:
     out = Path(out)
     check_destination(out, force, writes="a regular file")
     proto = onnx_proto(clf)
+
+    def write(tmp: str) -> None:
+        Path(tmp).write_bytes(proto.SerializeToString())
+
     with writing(out):
-        atomic_write(out, lambda tmp: Path(tmp).write_bytes(proto.SerializeToString()))
+        atomic_write(out, write)
     return out
 
 
@@ -81,6 +85,7 @@ def onnx_proto(clf: Classifier):
             dynamic_shapes=({0: torch.export.Dim(BATCH_DIM)},),
             verbose=False,
         )
+    assert program is not None  # None only for the legacy exporter (dynamo=False)
     proto = program.model_proto
     proto.producer_name = "convnet"
     for key, value in (("format", ONNX_FORMAT), ("convnet", info.to_json())):

@@ -21,7 +21,7 @@ class FileResult:
     error: str | None = None
 
     def to_dict(self) -> dict:
-        if self.error is not None:
+        if self.predictions is None:
             return {"path": self.path, "error": self.error}
         return {"path": self.path, "predictions": [{"class": c, "probability": p} for c, p in self.predictions]}
 

@@ -14,6 +14,8 @@ the two shifted pairs. Logits are averaged (not probabilities), in float32.
 """
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Callable
 
 import torch
@@ -53,4 +55,5 @@ def tta_logits(model_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
     `model_fn` is called once per view, so peak memory is that of one batch; run it in eval mode.
     """
     views = tta_views(x, level)
-    return sum(w * model_fn(v).float() for w, v in zip(TTA_WEIGHTS[level], views, strict=True))
+    weighted = (w * model_fn(v).float() for w, v in zip(TTA_WEIGHTS[level], views, strict=True))
+    return functools.reduce(operator.add, weighted)  # a running sum, not sum()'s int 0 + tensors

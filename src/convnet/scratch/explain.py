@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from convnet.errors import SpecError
+from convnet.errors import SettingError, SpecError
 from convnet.scratch import layers as L
 from convnet.scratch.losses import softmax
 from convnet.scratch.network import layer_from_plan
@@ -22,21 +22,22 @@ IMAGE_SIZE = 4  # the tutorial's 4x4 example image
 
 
 def _check_sizes(n: int, kernel: int, stride: int, padding: int, pool: int, pool_stride: int) -> None:
-    """Raise `SpecError` for a setting out of range or one that leaves an empty map."""
-    least = {"--kernel": (kernel, 1), "--stride": (stride, 1), "--padding": (padding, 0), "--pool": (pool, 1), "--pool-stride": (pool_stride, 1)}
+    """Raise `SettingError` for a setting out of range or one that leaves an empty map; `$name` is a
+    setting, named by each front end its own way (the CLI's --pool-stride, the server's pool_stride)."""
+    least = {"kernel": (kernel, 1), "stride": (stride, 1), "padding": (padding, 0), "pool": (pool, 1), "pool_stride": (pool_stride, 1)}
     for name, (value, bound) in least.items():
         if value < bound:
-            raise SpecError(f"{name} is {value} but must be at least {bound}; pass a larger number.")
+            raise SettingError(f"${name} is {value} but must be at least {bound}; pass a larger number.")
     m = conv_out_size(n, kernel, stride, padding)
     if m < 1:
-        raise SpecError(
+        raise SettingError(
             f"A {kernel}x{kernel} filter does not fit the {n}x{n} image with padding {padding}, so the convolution "
-            "output would be empty; use a smaller --kernel or more --padding."
+            "output would be empty; use a smaller $kernel or more $padding."
         )
     if conv_out_size(m, pool, pool_stride, 0) < 1:
-        raise SpecError(
+        raise SettingError(
             f"A {pool}x{pool} pooling window does not fit the {m}x{m} convolution output, so the pooled map would be "
-            "empty; use a smaller --pool or --kernel."
+            "empty; use a smaller $pool or $kernel."
         )
 
 
@@ -46,6 +47,23 @@ def _size_formula(n: int, k: int, p: int, s: int) -> dict:
 
 def _channel_names(c: int) -> list[str]:
     return ["R", "G", "B"] if c == 3 else ["gray"] if c == 1 else [f"ch{i}" for i in range(c)]
+
+
+def _example_image(image: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+    """`image` as an array, refused unless (C, n, n); by default a random 3x4x4 image of 0..9 from `rng`."""
+    image = rng.integers(0, 10, (3, IMAGE_SIZE, IMAGE_SIZE)) if image is None else np.asarray(image)
+    if image.ndim != 3 or image.shape[1] != image.shape[2]:
+        raise SpecError(f"The example image must be square, (channels, n, n), got shape {image.shape}; pass a (3, 4, 4) array.")
+    return image
+
+
+def _set_filter(conv: L.Conv2d, filters: np.ndarray | None, bias: int | None, rng: np.random.Generator) -> None:
+    """Give `conv`'s one filter `filters` and `bias`, or random integers -1..1 from `rng` where None."""
+    shape = conv.weight.data.shape  # (1, C, k, k)
+    # Drawn even when given, so the dense weights drawn after them stay the seed's.
+    random_filters, random_bias = rng.integers(-1, 2, shape), rng.integers(-1, 2, 1)
+    conv.weight.data = (random_filters if filters is None else np.reshape(filters, shape)).astype(np.float64)
+    conv.bias.data = (random_bias if bias is None else np.array([bias])).astype(np.float64)
 
 
 def worked_example(
@@ -75,21 +93,16 @@ def worked_example(
         output_size (the (n + 2p - k) / s + 1 values for the convolution and the pooling) and
         parameters (`parameter_arithmetic()`).
     Raises:
-        SpecError: when a setting is out of range or leaves the convolution or pooling empty.
+        SettingError (a SpecError): when a setting is out of range or leaves the convolution or pooling empty.
     """
     # Separate streams, so that passing an image keeps the filters the seed gives.
     image_rng, weight_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-    image = image_rng.integers(0, 10, (3, IMAGE_SIZE, IMAGE_SIZE)) if image is None else np.asarray(image)
-    if image.ndim != 3 or image.shape[1] != image.shape[2]:
-        raise SpecError(f"The example image must be square, (channels, n, n), got shape {image.shape}; pass a (3, 4, 4) array.")
+    image = _example_image(image, image_rng)
     c, n = image.shape[0], image.shape[1]
     _check_sizes(n, kernel, stride, padding, pool, pool_stride)
 
     conv = L.Conv2d(c, 1, kernel, stride, padding)
-    # Drawn even when given, so the dense weights that follow stay the seed's.
-    random_filters, random_bias = weight_rng.integers(-1, 2, (1, c, kernel, kernel)), weight_rng.integers(-1, 2, 1)
-    conv.weight.data = (random_filters if filters is None else np.reshape(filters, (1, c, kernel, kernel))).astype(np.float64)
-    conv.bias.data = (random_bias if bias is None else np.array([bias])).astype(np.float64)
+    _set_filter(conv, filters, bias, weight_rng)
     x = image[None].astype(np.float64)  # (1, C, n, n): a batch of one
     conv_map = conv.forward(x)
     relu = L.ReLU().forward(conv_map)
@@ -106,13 +119,10 @@ def worked_example(
         "channel_names": _channel_names(c),
         "filters": conv.weight.data[0].astype(int).tolist(),
         "bias": int(conv.bias.data[0]),
-        "kernel": kernel,
-        "stride": stride,
-        "padding": padding,
+        "kernel": kernel, "stride": stride, "padding": padding,
         "conv": conv_map[0].tolist(),
         "relu": relu[0].tolist(),
-        "pool_kernel": pool,
-        "pool_stride": pool_stride,
+        "pool_kernel": pool, "pool_stride": pool_stride,
         "max_pool": max_pool[0].tolist(),
         "avg_pool": avg_pool[0].tolist(),
         "flat": flat[0].tolist(),
@@ -121,10 +131,8 @@ def worked_example(
         "logits": logits[0].tolist(),
         "probabilities": softmax(logits)[0].tolist(),
         "output_names": list(outputs),
-        "output_size": {
-            "conv": _size_formula(n, kernel, padding, stride),
-            "pool": _size_formula(conv_map.shape[2], pool, 0, pool_stride),
-        },
+        "output_size": {"conv": _size_formula(n, kernel, padding, stride),
+                        "pool": _size_formula(conv_map.shape[2], pool, 0, pool_stride)},
         "parameters": parameter_arithmetic(),
     }
 
