@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from convnet.errors import ConfigError
@@ -29,7 +30,7 @@ def check_destination(path: Path, force: bool, writes: str) -> None:
 
 
 @contextlib.contextmanager
-def writing(path: Path):
+def writing(path: Path) -> Iterator[None]:
     """What the file system refuses (permissions, a full disk) as one sentence."""
     try:
         yield

@@ -13,7 +13,9 @@ import contextlib
 import importlib.util
 import logging
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -25,6 +27,9 @@ from convnet.export.destination import check_destination, writing
 from convnet.files import atomic_write
 from convnet.inference.model_file import Classifier
 from convnet.inference.onnx_model import BATCH_DIM, EXTRA, INPUT_NAME, ONNX_FORMAT, OUTPUT_NAME, import_onnx
+
+if TYPE_CHECKING:  # onnx is optional (the onnx extra): imported when an export runs
+    import onnx
 
 # Exported logits must agree with PyTorch's to this (tests/export/test_onnx_parity.py checks 1e-4
 # on real images; this guards every export against a silently wrong graph).
@@ -66,7 +71,7 @@ def export_onnx(clf: Classifier, out: str | Path, force: bool = False) -> Path:
     return out
 
 
-def onnx_proto(clf: Classifier):
+def onnx_proto(clf: Classifier) -> onnx.ModelProto:
     """`clf` as a checked onnx.ModelProto with convnet's metadata (what `export_onnx` writes).
 
     The export runs on the CPU: a model on another device is moved there.
@@ -117,7 +122,7 @@ def _import_exporter():
 
 
 @contextlib.contextmanager
-def _quiet_exporter():
+def _quiet_exporter() -> Iterator[None]:
     """The exporter logs what it skips (torchvision's operators) and warns about its own internals:
     nothing a user can act on, so neither reaches the command's output."""
     logger = logging.getLogger("torch.onnx")

@@ -66,7 +66,8 @@ def autocast_dtype(precision: str, device: torch.device, compiled: bool = False)
     return torch.bfloat16
 
 
-def autocast(device: torch.device, dtype: torch.dtype | None):
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[object]:
+    """Autocast to `dtype` on `device`, or nothing when `dtype` is None (float32 throughout)."""
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
