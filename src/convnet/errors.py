@@ -2,6 +2,8 @@
 
 The CLI prints them without a traceback and exits with status 2; anything else is a bug.
 """
+from collections.abc import Callable
+from string import Template
 
 
 class ConvnetError(ValueError):
@@ -22,3 +24,29 @@ class CheckpointError(ConvnetError):
 
 class ConfigError(ConvnetError):
     """Settings that contradict each other or the data."""
+
+
+class SettingError(SpecError):
+    """A setting out of range, its names carried as data: the message is a `string.Template` whose
+    `$names` are the settings' keyword names (`$pool_stride`). str() names them so; each front end
+    names them its own way with `phrase` (the CLI as its flags, --pool-stride; the server as its
+    query parameters)."""
+
+    def __init__(self, template: str):
+        self.template = Template(template)
+        super().__init__(self.phrase(lambda name: name))
+
+    def phrase(self, name: Callable[[str], str]) -> str:
+        """The message with each setting written as `name(setting)`."""
+        return self.template.substitute(_Names(name))
+
+
+class _Names(dict):
+    """A mapping from every setting to `name(setting)` (Template.get_identifiers needs Python 3.11)."""
+
+    def __init__(self, name: Callable[[str], str]):
+        super().__init__()
+        self.name = name
+
+    def __missing__(self, setting: str) -> str:
+        return self.name(setting)

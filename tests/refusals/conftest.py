@@ -76,15 +76,6 @@ def assert_one_sentence(text: str, *fragments: str) -> None:
         assert fragment in lines[0], (fragment, lines[0])
 
 
-@pytest.fixture(scope="session")
-def model_file(colour_folder, tmp_path_factory) -> Path:
-    """A model trained for one epoch on the 3-colour folder: enough for predict, features and cam."""
-    runs = tmp_path_factory.mktemp("runs")
-    argv = ["train", "--data", colour_folder, "--epochs", "1", "--batch-size", "32", "--runs-dir", runs, "--name", "m", "--quiet"]
-    assert main([str(a) for a in argv]) == 0
-    return runs / "m" / "model.safetensors"
-
-
 # --- hostile pickles --------------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ import io
 import shutil
 import socket
 import struct
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from tests.refusals.conftest import assert_one_sentence
 pytest.importorskip("fastapi")
 import httpx  # noqa: E402  (after the skip: httpx comes with the serve and dev extras)
 import uvicorn  # noqa: E402
+from starlette.formparsers import MultiPartParser  # noqa: E402
 
 from convnet.cli import main  # noqa: E402
 from convnet.cli.serve import _listen  # noqa: E402
@@ -196,6 +198,28 @@ def test_decoding_stops_when_the_client_hangs_up(model_file):
         time.sleep(2.0)
         burnt = time.process_time() - before
     assert burnt < 0.25, f"the server spent {burnt:.2f} s of CPU in 2 s after its client left"
+
+
+# --- uploads stay in memory, by a setting of each app's own ------------------------------------------
+
+
+def test_making_an_app_changes_no_process_wide_parser_setting(model_file):
+    # Starlette's spool size is a class attribute: raising it for one app raised it for every app in the process.
+    before = MultiPartParser.spool_max_size
+    app_for(model_file, max_upload_mb=50)
+    assert MultiPartParser.spool_max_size == before
+
+
+def test_an_upload_over_starlettes_spool_size_is_never_written_to_disk(model_file, tmp_path, monkeypatch):
+    # A 600x600 noise PNG is over Starlette's 1 MB spool; written to a temporary file, it would
+    # fail here, where the temporary folder does not exist.
+    data = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (600, 600, 3), dtype=np.uint8)).save(data, "PNG", compress_level=0)
+    assert len(data.getvalue()) > MultiPartParser.spool_max_size
+    app = app_for(model_file)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-folder"))
+    (r,) = ask(app, ("POST", "/predict", {"files": files(data.getvalue())}))
+    assert r.status_code == 200 and "predictions" in r.json()[0], r.text
 
 
 # --- probe 8: who can reach the server -------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""What the serve tests share: a tiny trained model in its run folder, and a real `convnet serve`
-process on a free loopback port (the API tests and the browser test both drive it)."""
+"""What the serve tests share: a real `convnet serve` process on a free loopback port, serving the
+session's `model_file` (tests/conftest.py); the API tests and the browser test both drive it."""
 from __future__ import annotations
 
 import os
@@ -14,19 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from convnet.cli import main
-
 START_S = 60  # seconds a server may take to load torch and the model and answer /healthz
-
-
-@pytest.fixture(scope="session")
-def model_file(colour_folder, tmp_path_factory) -> Path:
-    """runs/colours/model.safetensors: the tutorial CNN trained one epoch on the 3-colour folder, with
-    its run folder (history.csv, curves.png) beside it; served under the name "colours"."""
-    runs = tmp_path_factory.mktemp("serve_runs")
-    argv = ["train", "--data", colour_folder, "--epochs", "1", "--batch-size", "32", "--runs-dir", runs, "--name", "colours", "--quiet"]
-    assert main([str(a) for a in argv]) == 0
-    return runs / "colours" / "model.safetensors"
 
 
 @dataclass

@@ -25,6 +25,7 @@ pytest.importorskip("fastapi")
 import httpx  # noqa: E402  (after the skip: httpx comes with the serve and dev extras)
 from PIL import Image  # noqa: E402
 
+import convnet.serve  # noqa: E402
 from convnet.cli import build_parser, main  # noqa: E402
 from convnet.cli.serve import _listen  # noqa: E402
 from convnet.inference.model_file import load_checkpoint  # noqa: E402
@@ -126,15 +127,16 @@ def test_predict_answers_as_convnet_predict_json_for_every_format(client, images
     _assert_same_answer(single.json()[0], expected[images[0].name])
 
 
-def test_predict_top_k_and_tta_as_form_fields_or_query(client, images, model_file, capsys):
+def test_predict_top_k_tta_and_model_are_form_fields(client, images, model_file, capsys):
     expected = _cli_predict(capsys, model_file, images[:3], "--top-k", "2", "--tta", "1")
-    by_form = client.post("/predict", files=[_upload(p, "files") for p in images[:3]], data={"top_k": "2", "tta": "1"})
-    by_query = client.post("/predict?top_k=2&tta=1&model=colours", files=[_upload(p, "files") for p in images[:3]])
-    for r in (by_form, by_query):
-        assert r.status_code == 200, r.text
-        for a in r.json():
-            assert len(a["predictions"]) == 2
-            _assert_same_answer(a, expected[a["path"]])
+    r = client.post("/predict", files=[_upload(p, "files") for p in images[:3]], data={"top_k": "2", "tta": "1", "model": "colours"})
+    assert r.status_code == 200, r.text
+    for a in r.json():
+        assert len(a["predictions"]) == 2
+        _assert_same_answer(a, expected[a["path"]])
+    # Each parameter has one place: sent in the query instead, it is refused, not silently ignored.
+    by_query = client.post("/predict?top_k=2", files=[_upload(p, "files") for p in images[:3]])
+    assert "form field" in _assert_one_sentence(by_query, 422)
 
 
 def test_a_bad_file_among_several_gets_its_own_error(client, images, tmp_path):
@@ -244,13 +246,37 @@ def test_explain_is_convnet_explain_json(client, capsys):
         assert r.status_code == 200 and r.json() == expected
 
 
-def test_pages_and_openapi(client):
+def test_pages_are_the_packaged_files(client):
+    # The reference: the HTML files shipped in the package, read from disk here.
+    static = Path(convnet.serve.__file__).parent / "static"
+    for page, name in (("/", "index.html"), ("/explain", "explain.html")):
+        r = client.get(page)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html"), (page, r.text)
+        assert r.content == (static / name).read_bytes() and b"<html" in r.content.lower(), page
+
+
+def _openapi_parameters(operation: dict, spec: dict) -> dict[str, set[str]]:
+    """Where an OpenAPI operation takes each parameter: {"query": {...}, "form": {...}}."""
+    places = {"query": {p["name"] for p in operation.get("parameters", []) if p["in"] == "query"}, "form": set()}
+    body = operation.get("requestBody", {}).get("content", {}).get("multipart/form-data")
+    if body is not None:
+        ref = body["schema"]["$ref"].rsplit("/", 1)[-1]
+        places["form"] = set(spec["components"]["schemas"][ref]["properties"])
+    return places
+
+
+def test_openapi_gives_each_parameter_one_place(client):
     spec = client.get("/openapi.json").json()
     assert {"/predict", "/cam", "/features", "/api/model", "/healthz", "/api/explain"} <= set(spec["paths"])
-    for page in ("/", "/explain"):
-        r = client.get(page)
-        # The pages are another part's files; until they exist the answer is still one JSON sentence.
-        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html") or _assert_one_sentence(r, 404)
+    assert "form field" in spec["info"]["description"] and "query parameter" in spec["info"]["description"]
+    uploads = {"/predict": {"file", "files", "top_k", "tta", "model"}, "/cam": {"file", "class_name", "format", "model"},
+               "/features": {"file", "format", "model"}}
+    for path, fields in uploads.items():
+        assert _openapi_parameters(spec["paths"][path]["post"], spec) == {"query": set(), "form": fields}, path
+    gets = {"/api/model": {"model"}, "/model": {"model"}, "/api/model/curves.png": {"model"},
+            "/api/explain": {"kernel", "stride", "padding", "pool", "pool_stride", "seed"}}
+    for path, names in gets.items():
+        assert _openapi_parameters(spec["paths"][path]["get"], spec) == {"query": names, "form": set()}, path
 
 
 def test_docs_load_nothing_from_outside_the_server(client):
@@ -298,7 +324,8 @@ BAD = {
     "no multipart at all": ("post", "/predict", None, {}, 422, "'file'"),
     "file sent as text": ("post", "/cam", None, {"file": "rgb.png"}, 422, "'file'"),
     "top_k 0": ("post", "/predict", "rgb.png", {"top_k": "0"}, 422, "top_k"),
-    "top_k not a number": ("post", "/predict?top_k=many", "rgb.png", {}, 422, "top_k"),
+    "top_k not a number": ("post", "/predict", "rgb.png", {"top_k": "many"}, 422, "top_k"),
+    "a setting sent in the query": ("post", "/cam?format=json", "rgb.png", {}, 422, "form field"),
     "tta 3": ("post", "/predict", "rgb.png", {"tta": "3"}, 422, "tta"),
     "unknown model": ("post", "/predict", "rgb.png", {"model": "nope"}, 404, "colours"),
     "unknown model card": ("get", "/api/model?model=nope", None, {}, 404, "nope"),
@@ -312,21 +339,27 @@ BAD = {
 }
 
 
-@pytest.mark.parametrize("case", list(BAD))
-def test_bad_input_is_a_4xx_with_one_sentence(case, client, images):
-    method, path, files, data, status, fragment = BAD[case]
+def _send_bad(case: str, client: httpx.Client, images: list[Path]) -> httpx.Response:
+    method, path, files, data, _, _ = BAD[case]
     if isinstance(files, str):  # "NAME[:FRACTION[:FIELD]]": one of the good images, maybe cut, maybe under another field
         parts = files.split(":")
         name, keep, field = parts[0], float(parts[1]) if len(parts) > 1 else 1.0, parts[2] if len(parts) > 2 else "file"
         source = next(p for p in images if p.name == name)
         files = [(field, (name, _cut(source, keep), "application/octet-stream"))]
-    r = client.request(method.upper(), path, files=files, data=data or None) if files or data else client.request(method.upper(), path)
-    detail = _assert_one_sentence(r, status)
+    return client.request(method.upper(), path, files=files, data=data or None) if files or data else client.request(method.upper(), path)
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_a_4xx_with_one_sentence(case, client, images):
+    status, fragment = BAD[case][4:]
+    detail = _assert_one_sentence(_send_bad(case, client, images), status)
     assert fragment in detail, detail
 
 
-def test_the_server_is_still_up_and_logged_no_traceback(client, server):
-    # Runs after the bad inputs above (file order): none of them hurt the server.
+def test_bad_input_leaves_the_server_up_with_no_traceback_in_its_log(client, server, images):
+    # Every bad request sent here, whatever ran before: none of them hurts the server or is a bug (500).
+    for case in BAD:
+        assert _send_bad(case, client, images).status_code < 500, case
     assert client.get("/healthz").json()["status"] == "ok"
     assert server.process.poll() is None
     assert "Traceback" not in server.log.read_text()

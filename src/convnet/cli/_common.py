@@ -6,6 +6,7 @@ import json
 import re
 
 from convnet.errors import ConfigError
+from convnet.formats import parse_scalar
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -51,17 +52,8 @@ def model_args(pairs: list[str] | None) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ConfigError(f"--model-arg {pair!r} is not KEY=VALUE; write e.g. --model-arg width=32.")
-        out[key] = [_scalar(v) for v in value.split(",")] if "," in value else _scalar(value)
+        out[key] = [parse_scalar(v) for v in value.split(",")] if "," in value else parse_scalar(value)
     return out
-
-
-def _scalar(text: str) -> int | float | str:
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            continue
-    return text
 
 
 def to_json(value) -> str:

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from convnet.errors import ConfigError, ConvnetError, DataError
+from convnet.errors import ConfigError, ConvnetError, DataError, SettingError, SpecError
 from convnet.scratch.explain import IMAGE_SIZE, render_text, worked_example
 
 HELP = "Walk through the tutorial's worked example (convolution, ReLU, pooling, dense, softmax) with every number shown."
@@ -40,7 +40,10 @@ def run(args: argparse.Namespace) -> int:
         if value == "":
             raise ConfigError(f"{flag} is empty; name a file, or leave {flag} out.")
     image = _read_image(args.image) if args.image is not None else None
-    result = worked_example(image, args.seed, args.kernel, args.stride, args.padding, args.pool, args.pool_stride)
+    try:
+        result = worked_example(image, args.seed, args.kernel, args.stride, args.padding, args.pool, args.pool_stride)
+    except SettingError as e:  # the library names its settings; here they are flags
+        raise SpecError(e.phrase(lambda name: "--" + name.replace("_", "-"))) from None
     print(json.dumps(result) if args.json else render_text(result))
     if args.png is not None:
         # Imported only for --png: matplotlib is the slowest import this command could need.

@@ -9,7 +9,7 @@ import torch
 
 from convnet.data.images import find_image_files
 from convnet.errors import DataError
-from convnet.inference.model_file import Classifier
+from convnet.inference.loading import RunnableModel
 
 Ranking = list[tuple[str, float]]  # (class, probability), most probable first
 
@@ -38,7 +38,7 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def rank(clf: Classifier, images, k: int = 3, tta: int = 0) -> list[Ranking]:
+def rank(clf: RunnableModel, images, k: int = 3, tta: int = 0) -> list[Ranking]:
     """The k most probable classes of each image.
 
     Args:
@@ -53,7 +53,7 @@ def rank(clf: Classifier, images, k: int = 3, tta: int = 0) -> list[Ranking]:
     return [[(clf.classes[i], round(v, 6)) for i, v in zip(row_i, row_p, strict=True)] for row_i, row_p in zip(idx.tolist(), p.tolist(), strict=True)]
 
 
-def predict_files(clf: Classifier, paths: Iterable[str | Path], top_k: int = 3, tta: int = 0, batch_size: int = 256) -> Iterator[FileResult]:
+def predict_files(clf: RunnableModel, paths: Iterable[str | Path], top_k: int = 3, tta: int = 0, batch_size: int = 256) -> Iterator[FileResult]:
     """Top-k classes per file. A file that cannot be read yields an error result; the rest still run."""
     files = expand_paths(paths)
     for start in range(0, len(files), batch_size):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -56,18 +56,19 @@ class MicroBatcher(Generic[Item, Result]):
             Whatever `run` raised for a batch holding one of the items.
         """
         loop = asyncio.get_running_loop()
-        if self._worker is None or self._worker.done():
+        wake = self._wake
+        if wake is None or self._worker is None or self._worker.done():
             # Made on first use: the batcher may be built before the server's event loop exists.
-            self._wake = asyncio.Event()
-            self._worker = loop.create_task(self._serve())
+            wake = self._wake = asyncio.Event()
+            self._worker = loop.create_task(self._serve(wake))
         futures = [loop.create_future() for _ in items]
         self._queue.extend(zip(items, futures, strict=True))
-        self._wake.set()
+        wake.set()
         results = await asyncio.gather(*futures, return_exceptions=True)  # every future retrieved, none left to warn
         for r in results:
             if isinstance(r, BaseException):
                 raise r
-        return list(results)
+        return cast(list[Result], results)
 
     async def close(self) -> None:
         """Stop the worker (at server shutdown); queued requests, and those of a batch being run, are cancelled."""
@@ -82,17 +83,17 @@ class MicroBatcher(Generic[Item, Result]):
         self._queue.clear()
 
     def _take(self, n: int) -> list[tuple[Item, asyncio.Future]]:
-        taken = []
+        taken: list[tuple[Item, asyncio.Future]] = []
         while self._queue and len(taken) < n:
             item, future = self._queue.popleft()
             if not future.done():  # a cancelled request needs no forward pass
                 taken.append((item, future))
         return taken
 
-    async def _serve(self) -> None:
+    async def _serve(self, wake: asyncio.Event) -> None:
         while True:
-            await self._wake.wait()
-            self._wake.clear()
+            await wake.wait()
+            wake.clear()
             while self._queue:
                 await self._run_one_batch()
 

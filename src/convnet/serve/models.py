@@ -20,8 +20,9 @@ from urllib.parse import quote
 import torch
 
 from convnet.errors import ConvnetError
-from convnet.inference.loading import load_classifier
-from convnet.inference.model_file import build_model
+from convnet.formats import parse_scalar
+from convnet.inference.loading import RunnableModel, load_classifier
+from convnet.inference.model_file import Classifier, build_model
 from convnet.inference.predict import Ranking, rank
 from convnet.inference.run_files import RunFiles
 from convnet.inference.tta import TTA_WEIGHTS
@@ -37,15 +38,20 @@ MAX_CURVES_BYTES = 20_000_000  # a curves.png is tens of kB; a larger one is not
 class ServedModel:
     name: str
     path: Path  # the model file
-    clf: object  # inference.model_file.Classifier, or the ONNX runner with the same interface minus .model
+    clf: RunnableModel  # a Classifier (PyTorch), or an OnnxClassifier: the same interface minus .model
     run_dir: Path  # the folder of the file, or the run folder given: where history.csv and curves.png would be
     card: dict  # GET /api/model's body
     batchers: dict[int, MicroBatcher] = field(default_factory=dict)  # TTA level -> its /predict batcher
 
     @property
+    def torch_classifier(self) -> Classifier | None:
+        """The model with its PyTorch module, which Grad-CAM and feature maps need; None for an ONNX file."""
+        return self.clf if isinstance(self.clf, Classifier) else None
+
+    @property
     def explainable(self) -> bool:
-        """Whether Grad-CAM and feature maps can run: they need the PyTorch module, which an ONNX file has not."""
-        return getattr(self.clf, "model", None) is not None
+        """Whether Grad-CAM and feature maps can run (see `torch_classifier`)."""
+        return self.torch_classifier is not None
 
     def curves(self) -> bytes | None:
         """The run's curves.png as it is now, or None when there is none (or it is a link, or too large)."""
@@ -94,15 +100,6 @@ def _unique(names: list[str]) -> list[str]:
     return out
 
 
-def _number(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            continue
-    return text or None
-
-
 def read_history(run_dir: Path) -> list[dict] | None:
     """history.csv as a list of rows with numbers, or None when there is none or it is unreadable (see `read_run_file`)."""
     data = read_run_file(RunFiles(run_dir).history_path, MAX_HISTORY_BYTES)
@@ -112,16 +109,19 @@ def read_history(run_dir: Path) -> list[dict] | None:
         rows = list(csv.DictReader(io.StringIO(data.decode("utf-8"))))
     except (UnicodeDecodeError, csv.Error):
         return None
-    return [{k: _number(v) for k, v in row.items() if isinstance(k, str) and isinstance(v, str)} for row in rows]
+    # An empty cell (a metric an epoch did not record) is null, not "".
+    return [{k: parse_scalar(v) if v else None for k, v in row.items() if isinstance(k, str) and isinstance(v, str)} for row in rows]
 
 
-def _summary(clf) -> tuple[list[dict] | None, int | None]:
+def _summary(m: ServedModel) -> tuple[list[dict] | None, int | None]:
     """The architecture's layer table and parameter count. An ONNX file describes its model by
     name too, so the same table is drawn from a freshly built copy (its shapes and counts do not
     depend on the weights)."""
-    info = clf.info
-    model = getattr(clf, "model", None)
-    if model is None:
+    info = m.clf.info
+    torch_classifier = m.torch_classifier
+    if torch_classifier is not None:
+        model = torch_classifier.model
+    else:
         try:
             model = build_model(info)
         except ConvnetError:
@@ -134,7 +134,7 @@ def _summary(clf) -> tuple[list[dict] | None, int | None]:
 def _card(m: ServedModel) -> dict:
     """GET /api/model's body (app.py documents its fields)."""
     info = m.clf.info
-    summary, total = _summary(m.clf)
+    summary, total = _summary(m)
     return {
         "name": m.name,
         "format": model_format(m.path),
@@ -159,7 +159,7 @@ def model_format(path: Path) -> str:
     return "onnx" if path.suffix.lower() == ".onnx" else "safetensors"
 
 
-def _ranker(clf, tta: int):
+def _ranker(clf: RunnableModel, tta: int):
     """A batch of uint8 (C, H, W) images -> each one's full ranking (every class, most probable first):
     `rank` itself, so an answer is what `convnet predict` gives; each request keeps its own top k."""
 
@@ -176,10 +176,10 @@ def load_models(paths: list[str | Path], config: ServeConfig) -> list[ServedMode
         CheckpointError (or another ConvnetError): the first file that is not a model convnet
             can run, in one sentence.
     """
-    paths = [Path(p) for p in paths]
-    names = _unique([model_file_name(p) for p in paths])
+    files = [Path(p) for p in paths]
+    names = _unique([model_file_name(p) for p in files])
     served = []
-    for name, path in zip(names, paths, strict=True):
+    for name, path in zip(names, files, strict=True):
         clf = load_classifier(path)
         run_dir = path if path.is_dir() else path.parent
         model_path = RunFiles(path).model_path if path.is_dir() else path

@@ -4,7 +4,8 @@ Every upload is someone else's file. The rules:
 - The request body is capped (`BodyLimit`, ASGI middleware): a declared Content-Length over the
   cap is refused before a byte is read, and a body that grows past it while arriving (chunked)
   is refused when it does. Either way the answer is 413 and nothing more is read.
-- The bytes are decoded from memory (`io.BytesIO`), never written to disk.
+- The form is parsed in memory (`UploadRoute`) and the bytes are decoded from memory
+  (`io.BytesIO`): an upload is never written to disk.
 - The type is judged by the content, never the name, and only the formats convnet reads are
   tried (`FORMATS`), so Pillow never hands a file to an external program (EPS to Ghostscript).
 - The pixel count is read from the header and checked before any pixel is decoded
@@ -17,8 +18,14 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable, Coroutine
+from typing import Any
 
+from fastapi import HTTPException, Request, Response
+from fastapi.routing import APIRoute
 from PIL import Image
+from starlette.datastructures import FormData
+from starlette.formparsers import MultiPartException, MultiPartParser, parse_options_header
 
 from convnet.errors import DataError
 
@@ -137,3 +144,38 @@ class BodyLimit:
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+class InMemoryFormRequest(Request):
+    """A request whose multipart form is parsed with every part in memory, never in a temporary file.
+
+    Starlette spools a file part over `MultiPartParser.spool_max_size` (1 MB) to disk; that is a
+    class attribute, so raising it would change every app in the process. Here each request's
+    parser gets its own: the body, which `BodyLimit` has already capped and read into memory.
+    """
+
+    # Starlette's `Request.form()` (1.10) parses through this method and keeps what it returns.
+    async def _get_form(self, *, max_files: int | float = 1000, max_fields: int | float = 1000,
+                        max_part_size: int = 1024 * 1024) -> FormData:
+        content_type, _ = parse_options_header(self.headers.get("Content-Type", ""))
+        if self._form is None and content_type == b"multipart/form-data":
+            body = await self.body()
+            parser = MultiPartParser(self.headers, self.stream(), max_files=max_files, max_fields=max_fields, max_part_size=max_part_size)
+            parser.spool_max_size = len(body)  # no part is larger than the whole body: every part stays in memory
+            try:
+                self._form = await parser.parse()
+            except MultiPartException as e:
+                raise HTTPException(400, f"The multipart form cannot be read ({e.message.rstrip('.')}); send a well-formed form.") from None
+        return await super()._get_form(max_files=max_files, max_fields=max_fields, max_part_size=max_part_size)
+
+
+class UploadRoute(APIRoute):
+    """The route class of the upload endpoints: their requests are `InMemoryFormRequest`s."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def in_memory(request: Request) -> Response:
+            return await handler(InMemoryFormRequest(request.scope, request.receive))
+
+        return in_memory
