@@ -1,5 +1,5 @@
 """The package's imports point one way: cli -> serve, training, export -> inference -> viz / scratch
--> models / data -> formats / files / spec -> errors.
+-> models / data -> formats / files / spec -> errors / checks.
 
 serve, training and export share a layer, so none imports another: a server that only predicts
 never loads the trainer, and export reads models through inference alone. Inference imports
@@ -27,7 +27,7 @@ LAYERS = {
     "viz": 3, "scratch": 3,
     "models": 2, "data": 2,
     "formats": 1, "files": 1, "spec": 1,  # torch-free helpers every layer shares
-    "errors": 0,
+    "errors": 0, "checks": 0,  # checks: plain value checks that formats itself uses
 }
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
+from convnet.checks import first_mismatch, is_int
 from convnet.errors import CheckpointError
 
 MODEL_FORMAT = "convnet.model/1"
@@ -134,12 +135,8 @@ def _show(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)  # JSON true is a bool, not the count 1
-
-
 def _is_number(v: Any) -> bool:
-    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+    return (is_int(v) or isinstance(v, float)) and math.isfinite(v)
 
 
 def _is_scalar(v: Any) -> bool:
@@ -196,11 +193,11 @@ def check_model_info(info: dict, path: str | Path) -> None:
             and len(set(info["classes"])) == len(info["classes"]),
             "a non-empty list of distinct class names",
         ),
-        "in_chans": (_is_int(chans) and chans in SUPPORTED_CHANNELS, f"one of {SUPPORTED_CHANNELS}"),
+        "in_chans": (is_int(chans) and chans in SUPPORTED_CHANNELS, f"one of {SUPPORTED_CHANNELS}"),
         "input_size": (
             isinstance(info["input_size"], list)
             and len(info["input_size"]) == 2
-            and all(_is_int(s) and 1 <= s <= MAX_INPUT_SIDE for s in info["input_size"]),
+            and all(is_int(s) and 1 <= s <= MAX_INPUT_SIDE for s in info["input_size"]),
             f"[height, width] between 1 and {MAX_INPUT_SIDE}",
         ),
         "mean": (_per_channel(info["mean"], chans, positive=False), f"{_show(chans)} finite numbers, one per channel"),
@@ -254,15 +251,15 @@ def check_weights_match(
     first = next((n for n, s in expected.items() if len(s) == 4), None)
     if first is not None and first in got and len(got[first]) == 4 and got[first][1] != expected[first][1] == in_chans:
         raise CheckpointError(f"{mismatch}: it gives in_chans={in_chans} but its first layer '{first}' takes in_chans={got[first][1]}; {_DO}.")
-    missing = [n for n in expected if n not in got]
-    if missing:
-        raise CheckpointError(f"{mismatch}: it lacks the tensor '{missing[0]}'; {_DO}.")
-    unexpected = [n for n in got if n not in expected]
-    if unexpected:
-        raise CheckpointError(f"{mismatch}: it has a tensor {_show(unexpected[0])} that the model does not; {_DO}.")
-    for name, shape in expected.items():
-        if got[name] != tuple(shape):
-            raise CheckpointError(
-                f"{mismatch} (from its classes, channels, input size and arguments): its tensor '{name}' has shape "
-                f"{list(got[name])} where the model needs {list(shape)}; {_DO}."
-            )
+    found = first_mismatch(got, {name: tuple(shape) for name, shape in expected.items()})
+    if found is None:
+        return
+    kind, name = found
+    if kind == "missing":
+        raise CheckpointError(f"{mismatch}: it lacks the tensor '{name}'; {_DO}.")
+    if kind == "extra":
+        raise CheckpointError(f"{mismatch}: it has a tensor {_show(name)} that the model does not; {_DO}.")
+    raise CheckpointError(
+        f"{mismatch} (from its classes, channels, input size and arguments): its tensor '{name}' has shape "
+        f"{list(got[name])} where the model needs {list(expected[name])}; {_DO}."
+    )

@@ -66,6 +66,22 @@ def test_whitening_weights_stay_frozen(cifar_images):
     assert torch.equal(model.whiten.weight, before)
 
 
+def test_a_whitening_bias_that_no_longer_learns_gets_no_gradient_and_changes_no_output(cifar_images):
+    # airbench's `b if whiten_bias_grad else b.detach()`, against the same layers called by hand.
+    model = create_model("airnet", widths=(8, 16))
+    init_whitening(model, normalized(cifar_images))
+    x = normalized(cifar_images[:4])
+    model.whiten.bias_learns = False
+    out = model(x)
+    out.square().sum().backward()
+    assert model.whiten.bias.grad is None
+    assert model.groups[0].conv1.weight.grad is not None  # the rest still learns
+    with torch.no_grad():
+        whitened = torch.nn.functional.conv2d(x, model.whiten.weight, model.whiten.bias)
+        reference = model.head(model.groups(torch.nn.functional.gelu(whitened)))
+    assert torch.equal(out.detach(), reference)
+
+
 def expected_param_count(in_chans: int, widths: tuple[int, ...], k: int, num_classes: int) -> int:
     whiten_out = 2 * in_chans * k * k
     count = whiten_out * in_chans * k * k + whiten_out  # whitening conv weights and bias

@@ -19,7 +19,7 @@ from convnet.training.config import TrainConfig
 from convnet.training.prepare import prepare_data
 from convnet.training.recipes import RECIPES
 from convnet.training.run_folder import RunFolder
-from convnet.training.state_file import read_state
+from convnet.training.state_file import read_state, save_state
 from convnet.training.torch_trainer import TorchTrainer
 from convnet.training.train import resume, train
 from tests.helpers import train_interrupted
@@ -40,7 +40,7 @@ def _trainer(config: TrainConfig) -> TorchTrainer:
 def test_its_rate_falls_to_zero_over_its_epochs_while_the_others_follow_the_schedule(colour_folder, tmp_path):
     trainer = _trainer(_config(colour_folder, tmp_path))
     groups = trainer.optimizer.param_groups
-    (short,) = [g for g in groups if "epochs" in g]
+    (short,) = [g for g in groups if any(p is trainer.model.whiten.bias for p in g["params"])]
     assert short["params"] == [trainer.model.whiten.bias]
     n, total = trainer.steps_per_epoch, 3 * trainer.steps_per_epoch
     peak = {id(g): g["initial_lr"] for g in groups}
@@ -58,7 +58,7 @@ def test_it_learns_in_its_epochs_then_never_moves(colour_folder, tmp_path):
     trainer.train_epoch(0)
     learned = bias.detach().clone()
     assert not torch.equal(learned, start)
-    assert all(g["lr"] == 0 for g in trainer.optimizer.param_groups if "epochs" in g)
+    assert [g["lr"] for g in trainer.optimizer.param_groups if any(p is bias for p in g["params"])] == [0]
     head, conv = trainer.model.head.fc.weight.detach().clone(), trainer.model.groups[0].conv1.weight.detach().clone()
     for epoch in (1, 2):
         trainer.train_epoch(epoch)
@@ -84,6 +84,22 @@ def test_a_resumed_run_ends_like_an_uninterrupted_one(colour_folder, tmp_path, m
     train_interrupted(monkeypatch, _config(colour_folder, tmp_path, name="killed", whiten_bias_epochs=whiten_epochs), epoch=killed_in)
     assert read_state(tmp_path / "runs" / "killed" / "state.safetensors")["epoch"] == killed_in
     resumed = resume(tmp_path / "runs" / "killed", progress=False)
+    a, b = load_file(whole.run_dir / "model.safetensors"), load_file(resumed.run_dir / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_state_whose_group_still_names_its_epochs_resumes_like_an_uninterrupted_run(colour_folder, tmp_path, monkeypatch):
+    # Runs written before the whitening layer detached its own bias kept "epochs": n in the bias's
+    # parameter group; such a run resumes, and ends as if never interrupted.
+    whole = train(_config(colour_folder, tmp_path, name="whole"), progress=False)
+    train_interrupted(monkeypatch, _config(colour_folder, tmp_path, name="older"), epoch=1)
+    live = _trainer(_config(colour_folder, tmp_path, name="live"))
+    (index,) = [i for i, g in enumerate(live.optimizer.param_groups) if any(p is live.model.whiten.bias for p in g["params"])]
+    path = tmp_path / "runs" / "older" / "state.safetensors"
+    state = read_state(path)
+    state["optimizer"]["param_groups"][index]["epochs"] = WHITEN_EPOCHS
+    save_state(path, state)
+    resumed = resume(tmp_path / "runs" / "older", progress=False)
     a, b = load_file(whole.run_dir / "model.safetensors"), load_file(resumed.run_dir / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 

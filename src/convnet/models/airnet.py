@@ -7,7 +7,10 @@
 What makes it train fast, and how this file keeps it:
 - The first layer whitens 2x2 patches: its filters are the eigenvectors of the training
   patches' covariance, scaled so every output channel has unit variance (`init_whitening`),
-  each also negated so GELU keeps both signs. Nothing has to learn decorrelation.
+  each also negated so GELU keeps both signs. Nothing has to learn decorrelation. Only its
+  bias learns, and airbench's rule stops even that after the first few epochs: the layer
+  detaches its bias while `bias_learns` is off (the trainer turns it off per epoch), which also
+  spares backward the first conv's input gradient.
 - Every 3x3 conv starts as an identity on its first input channels (a Dirac kernel), an
   implicit residual that lets this plain stack train like a ResNet.
 - BatchNorm scales are frozen at 1 (only the shifts learn), as in airbench; the modules are
@@ -28,6 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from convnet.checks import is_int
 from convnet.errors import ConfigError
 from convnet.models.layers import GlobalPoolHead
 from convnet.models.registry import register_model
@@ -46,6 +50,25 @@ def _batchnorm(channels: int, momentum: float) -> nn.BatchNorm2d:
     norm = nn.BatchNorm2d(channels, eps=1e-12, momentum=1.0 - momentum)
     norm.weight.requires_grad_(False)
     return norm
+
+
+class PatchWhitening(nn.Conv2d):
+    """The whitening conv, (B, in, H, W) -> (B, 2 * in * width**2, H - width + 1, W - width + 1).
+
+    Its weights never learn (`init_whitening` sets them); its bias learns while `bias_learns` is
+    on. Off, the bias is detached in `forward` (airbench's `b if whiten_bias_grad else b.detach()`):
+    it gets no gradient, so the optimizer leaves it as it is, and no input of the first conv
+    needs a gradient any more.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, width: int):
+        super().__init__(in_channels, out_channels, width, padding=0, bias=True)
+        self.weight.requires_grad_(False)
+        nn.init.zeros_(self.bias)
+        self.bias_learns = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.weight, self.bias if self.bias_learns else self.bias.detach())
 
 
 class ConvGroup(nn.Module):
@@ -78,9 +101,7 @@ class AirNet(nn.Module):
         self.in_chans = in_chans
         # One filter per eigenvector of the (in_chans * k * k)-dim patch covariance, and its negation.
         whiten_channels = 2 * in_chans * whiten_width**2
-        self.whiten = nn.Conv2d(in_chans, whiten_channels, whiten_width, padding=0, bias=True)
-        self.whiten.weight.requires_grad_(False)
-        nn.init.zeros_(self.whiten.bias)
+        self.whiten = PatchWhitening(in_chans, whiten_channels, whiten_width)
         channels = (whiten_channels, *widths)
         self.groups = nn.Sequential(*(ConvGroup(a, b, batchnorm_momentum) for a, b in zip(channels[:-1], channels[1:], strict=True)))
         self.head = GlobalPoolHead(widths[-1], num_classes, pool="max", bias=False, scale=scaling)
@@ -125,7 +146,7 @@ def airnet(
             convention (0.6); torch's `momentum` is 1 minus this.
         scaling: constant the logits are multiplied by (1/9).
     """
-    if not isinstance(widths, (list, tuple)) or not widths or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths):
+    if not isinstance(widths, (list, tuple)) or not widths or not all(is_int(w) and w >= 1 for w in widths):
         raise ConfigError(f"airnet widths must be one or more positive channel counts, e.g. widths=(64, 256, 256), got {widths!r}.")
     smallest = min_input_size(whiten_width, len(widths))
     if min(input_size) < smallest:

@@ -34,12 +34,10 @@ from pathlib import Path
 import torch
 
 from convnet.files import atomic_write
-from convnet.inference.model_file import save_model
 from convnet.inference.tta import TTA_WEIGHTS
 from convnet.training.config import MAX_EPOCHS
 from convnet.training.distributed import Group, sum_over_ranks
-from convnet.training.loop import model_info
-from convnet.training.state_file import save_state
+from convnet.training.run_folder import RunFolder
 from convnet.training.torch_trainer import TorchTrainer
 
 SAFETY = 0.98  # the share of the budget the plan fills: estimates land within about 2.5% of the real time,
@@ -85,7 +83,7 @@ def plan_epochs(trainer: TorchTrainer, budget_s: float, group: Group) -> BudgetP
     opening_s, *steps = _step_times(trainer, 0, 1 + timed)
     step_s = statistics.median(steps)
     epoch_start_s = max(0.0, opening_s - step_s)
-    frozen_from = trainer.config.whiten_bias_epochs if trainer.whitening_bias is not None and not group.active else 0
+    frozen_from = trainer.config.whiten_bias_epochs if trainer.whitening is not None else 0  # (None under torchrun)
     frozen_s = step_s
     if frozen_from:  # an epoch past them, where the whitening bias no longer learns
         frozen_s = statistics.median(_step_times(trainer, frozen_from, 1 + timed)[1:])
@@ -161,10 +159,9 @@ def describe(plan: BudgetPlan) -> str:
 
 
 def _checkpoint_to_scratch(trainer: TorchTrainer) -> None:
-    """What `TorchTrainer.save` writes each epoch, written to a folder that is then deleted."""
+    """What the trainer writes each epoch, written by the trainer itself to a folder that is then deleted."""
     with tempfile.TemporaryDirectory() as tmp:
-        save_model(Path(tmp) / "model.safetensors", trainer.eval_model, model_info(trainer.config, trainer.data, {}))
-        save_state(Path(tmp) / "state.safetensors", {"model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict()})
+        trainer.write_checkpoint(RunFolder(tmp), epoch=0)
 
 
 def _step_times(trainer: TorchTrainer, epoch: int, steps: int) -> list[float]:

@@ -10,6 +10,7 @@ import dataclasses
 import math
 from dataclasses import asdict, dataclass, field
 
+from convnet.checks import is_int
 from convnet.data.augment import FLIP_MODES, AugmentConfig
 from convnet.errors import ConfigError
 from convnet.inference.tta import TTA_WEIGHTS
@@ -87,7 +88,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name in _FLOATS and isinstance(value, int) and not isinstance(value, bool):
+            if f.name in _FLOATS and is_int(value):
                 object.__setattr__(self, f.name, float(value))  # JSON writes 1.0 as 1
         for name, check in _CHECKS.items():
             problem = check(getattr(self, name))
@@ -129,10 +130,6 @@ def _flag(name: str) -> str:
     return f"--{name.replace('_', '-')} (config field {name})"
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _is_float(v) -> bool:
     return isinstance(v, float) and math.isfinite(v)
 
@@ -140,7 +137,7 @@ def _is_float(v) -> bool:
 def _int_in(low: int, high: int | None = None):
     """A whole number from `low` to `high` (None: no upper bound)."""
     def check(v):
-        if not _is_int(v) or v < low or (high is not None and v > high):
+        if not is_int(v) or v < low or (high is not None and v > high):
             return f"must be a whole number {f'from {low} to {high}' if high is not None else f'of at least {low}'}"
     return check
 
@@ -195,7 +192,7 @@ def _lists(x):
 
 
 def _image_size(v):
-    if not (isinstance(v, tuple) and len(v) == 2 and all(_is_int(d) and 1 <= d <= MAX_IMAGE_SIDE for d in v)):
+    if not (isinstance(v, tuple) and len(v) == 2 and all(is_int(d) and 1 <= d <= MAX_IMAGE_SIDE for d in v)):
         return f"must be (height, width) in pixels, each from 1 to {MAX_IMAGE_SIDE}"
 
 

@@ -5,8 +5,9 @@
 - biases and normalization parameters at `lr * bias_lr_scale` and, with `bias_decay`, the
   same decay per step as the weights (airbench's rule);
 - with `optimizer="muon"`, conv filters (4-D) by Muon instead of SGD;
-- with `whiten_bias_epochs`, the bias of airnet's whitening layer in a group of its own that
-  learns only for those first epochs (airbench's rule; `whitening_bias` and the trainer).
+- with `whiten_bias_epochs`, the bias of airnet's whitening layer in a group of its own, whose
+  rate `lr_factors` lets fall to 0 over those first epochs (airbench's rule; past them the layer
+  itself detaches the bias: models.airnet.PatchWhitening).
 
 Muon (Keller Jordan et al. 2024, "Muon: MomentUm Orthogonalized by Newton-Schulz"; used by
 airbench94_muon for 94% on CIFAR-10 in 8 epochs where SGD needs 9.9): each filter bank's
@@ -18,12 +19,16 @@ fixed but is only harmless where a BatchNorm follows the conv.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn as nn
 
 from convnet.errors import ConfigError
 from convnet.inference.runtime import bf16_supported
+from convnet.models.airnet import PatchWhitening
 from convnet.training.config import TrainConfig
+from convnet.training.schedule import lr_factor
 
 # The quintic Newton-Schulz coefficients of Muon: chosen to push small singular values up as
 # fast as possible, at the price of landing in a band around 1 rather than exactly on it.
@@ -85,22 +90,37 @@ class MuonSGD(torch.optim.Optimizer):
         return loss
 
 
-def whitening_bias(model: nn.Module, config: TrainConfig) -> nn.Parameter | None:
-    """The parameter `config.whiten_bias_epochs` limits: the bias of the model's whitening layer, if asked.
+def whitening_layer(model: nn.Module, config: TrainConfig) -> PatchWhitening | None:
+    """The layer whose bias `config.whiten_bias_epochs` limits: the model's patch whitening, if asked.
 
     Raises:
         ConfigError: asked of a model without a whitening layer.
     """
     if not config.whiten_bias_epochs:
         return None
-    whiten = getattr(model, "whiten", None)
-    if not isinstance(whiten, nn.Conv2d) or whiten.bias is None:
+    layer = next((m for m in model.modules() if isinstance(m, PatchWhitening)), None)
+    if layer is None:
         raise ConfigError(f"--whiten-bias-epochs applies to a patch-whitening first layer (airnet); model {config.model!r} has none, so set it to 0.")
-    return whiten.bias
+    return layer
+
+
+def lr_factors(optimizer: torch.optim.Optimizer, model: nn.Module, config: TrainConfig, steps_per_epoch: int,
+               factor: Callable[[int], float]) -> list[Callable[[int], float]]:
+    """Each parameter group's learning-rate factor by step: `factor` (the run's schedule), except for
+    the whitening bias's group, whose rate falls on a straight line to 0 over its first epochs."""
+    layer = whitening_layer(model, config)
+    if layer is None:
+        return [factor] * len(optimizer.param_groups)
+    steps = config.whiten_bias_epochs * steps_per_epoch
+
+    def short_lived(step: int) -> float:
+        return lr_factor(step, steps, 0, "linear")
+
+    return [short_lived if any(p is layer.bias for p in g["params"]) else factor for g in optimizer.param_groups]
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer of `config` over `model`'s parameters; a group with `"epochs": n` learns only in the first n epochs."""
+    """The optimizer of `config` over `model`'s parameters; the whitening bias (with `whiten_bias_epochs`) in a group of its own."""
     params = [p for p in model.parameters() if p.requires_grad]
     muon = config.optimizer == "muon"
     if muon and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
@@ -109,7 +129,8 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
             f"BatchNorm after their convs (airnet, resnet); model {config.model!r} has none, so use sgd or adam."
         )
     filters = [p for p in params if muon and p.ndim == 4]
-    short_lived = whitening_bias(model, config)
+    layer = whitening_layer(model, config)
+    short_lived = layer.bias if layer is not None else None
     rest = [p for p in params if not (muon and p.ndim == 4) and p is not short_lived]
     weights, biases = [p for p in rest if p.ndim > 1], [p for p in rest if p.ndim <= 1]
     bias_decay = config.weight_decay / config.bias_lr_scale if config.bias_decay else 0.0
@@ -118,7 +139,7 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
         {"params": biases, "weight_decay": bias_decay, "lr": config.lr * config.bias_lr_scale},
     ]
     if short_lived is not None:
-        groups.append({"params": [short_lived], "weight_decay": bias_decay, "lr": config.lr * config.bias_lr_scale, "epochs": config.whiten_bias_epochs})
+        groups.append({"params": [short_lived], "weight_decay": bias_decay, "lr": config.lr * config.bias_lr_scale})
     # torch's fused kernels update every tensor in one pass instead of one small op per tensor.
     fused = all(p.device.type in ("cpu", "cuda") for p in params)
     if config.optimizer == "adam":

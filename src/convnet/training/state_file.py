@@ -25,6 +25,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from convnet.checks import first_mismatch, is_int
 from convnet.errors import CheckpointError
 from convnet.files import atomic_write
 
@@ -38,7 +39,7 @@ def _encode(value, name: str, tensors: dict[str, torch.Tensor]):
         return {"$tensor": name}
     if isinstance(value, dict):
         for key in value:
-            if not isinstance(key, (str, int)) or isinstance(key, bool):
+            if not (isinstance(key, str) or is_int(key)):
                 raise TypeError(f"state key {key!r} at {name} is not text or an integer")
         return {"$dict": [[key, _encode(v, f"{name}/{key}", tensors)] for key, v in value.items()]}
     if isinstance(value, (list, tuple)):
@@ -124,12 +125,12 @@ def check_tensors(what: str, saved, live: dict[str, torch.Tensor]) -> None:
     """
     if not isinstance(saved, dict):
         raise ValueError(f"its {what} is a {type(saved).__name__}, not a set of named tensors")
-    extra = [name for name in saved if name not in live]
-    if extra:
-        raise ValueError(f"its {what} has a tensor {reprlib.repr(extra[0])} that the run's model does not have")
-    for name, want in live.items():
-        if name not in saved:
-            raise ValueError(f"its {what} lacks the tensor {name!r}")
+    found = first_mismatch({name: getattr(value, "shape", None) for name, value in saved.items()}, {name: t.shape for name, t in live.items()})
+    if found is not None and found[0] == "missing":
+        raise ValueError(f"its {what} lacks the tensor {found[1]!r}")
+    if found is not None and found[0] == "extra":
+        raise ValueError(f"its {what} has a tensor {reprlib.repr(found[1])} that the run's model does not have")
+    for name, want in live.items():  # shapes, and the kind of number (a non-tensor is named as such)
         _check_tensor(f"{what} tensor {name!r}", saved[name], want.shape, want.is_floating_point())
 
 
@@ -159,7 +160,7 @@ def check_optimizer(saved, optimizer: torch.optim.Optimizer) -> None:
     if not isinstance(state, dict):
         raise ValueError(f"its optimizer's per-parameter state is {_what_is(state)}")
     for index, buffers in state.items():
-        if index not in shapes or isinstance(index, bool):
+        if not is_int(index) or index not in shapes:
             raise ValueError(f"its optimizer keeps state for a parameter {reprlib.repr(index)} that the run does not have")
         want = _buffers(optimizer, group_of[index])
         if not isinstance(buffers, dict) or set(buffers) != want:
@@ -205,8 +206,8 @@ def _fits(value, like) -> bool:
     such as Adam's betas, comes back from JSON as a list)."""
     if isinstance(like, (list, tuple)):
         return isinstance(value, (list, tuple)) and len(value) == len(like) and all(_fits(v, w) for v, w in zip(value, like, strict=True))
-    if isinstance(like, (int, float)) and not isinstance(like, bool):
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if is_int(like) or isinstance(like, float):
+        return (is_int(value) or isinstance(value, float)) and math.isfinite(value)
     return type(value) is type(like)
 
 

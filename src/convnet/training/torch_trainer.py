@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from convnet.checks import is_int
 from convnet.data.augment import augment_batch
 from convnet.data.batches import batch_source
 from convnet.data.dataset import Dataset
@@ -30,7 +31,7 @@ from convnet.training.config import TrainConfig
 from convnet.training.distributed import SINGLE, Group, device_of, on_rank_0, scaled_loss, shard, sum_over_ranks, use_global_batchnorm
 from convnet.training.ema import WeightAverage
 from convnet.training.loop import EpochLoop, TrainData, TrainingDiverged, epoch_seed, model_info
-from convnet.training.optim import build_optimizer, whitening_bias
+from convnet.training.optim import build_optimizer, lr_factors, whitening_layer
 from convnet.training.run_folder import RunFolder
 from convnet.training.schedule import lr_factor
 from convnet.training.state_file import check_optimizer, check_tensors
@@ -60,16 +61,18 @@ class TorchTrainer(EpochLoop):
         if config.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.model, config)
-        self.whitening_bias = whitening_bias(self.model, config)
+        # Past --whiten-bias-epochs the whitening layer detaches its bias (`train_epoch` tells it when). DDP needs
+        # a fixed set of learning parameters, so under torchrun the bias keeps its gradient and its zero rate alone holds it still.
+        self.whitening = None if group.active else whitening_layer(self.model, config)
         self.steps_per_epoch = self.source.steps_per_epoch
         self.report_every = max(1, min(25, self.steps_per_epoch // 20))  # progress-bar updates: ~20 per epoch
         last = min(self.stops_after(config.epochs - 1) or self.steps_per_epoch, self.steps_per_epoch)
         total, warmup = (config.epochs - 1) * self.steps_per_epoch + last, round(config.warmup_epochs * self.steps_per_epoch)
-        self.lr_factor = lambda step: lr_factor(step, total, warmup, config.schedule)
-        # One factor per parameter group: a group that learns only for its first epochs decays to 0 over them.
-        self.lr_factors = [self.lr_factor if "epochs" not in g else
-                           (lambda step, n=g["epochs"] * self.steps_per_epoch: lr_factor(step, n, 0, "linear"))
-                           for g in self.optimizer.param_groups]
+
+        def schedule(step: int) -> float:
+            return lr_factor(step, total, warmup, config.schedule)
+
+        self.lr_factors = lr_factors(self.optimizer, self.model, config, self.steps_per_epoch, schedule)  # one per parameter group
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factors)
         self.ema = WeightAverage(self.model, config.ema) if config.ema else None
         self.forward = self._wrapped(config)
@@ -103,9 +106,10 @@ class TorchTrainer(EpochLoop):
         # what passes loads and steps like a state this version wrote.
         epoch, history = state["epoch"], state["history"]
         self.run.check_history(history)
-        if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch <= self.config.epochs or len(history) != epoch:
+        if not is_int(epoch) or not 0 <= epoch <= self.config.epochs or len(history) != epoch:
             raise ValueError(f"epoch {reprlib.repr(epoch)} with {len(history)} history rows")
         check_tensors("model", state["model"], self.model.state_dict())
+        _drop_whitening_epochs(state["optimizer"])
         check_optimizer(state["optimizer"], self.optimizer)
         if self.ema is not None:
             check_tensors("EMA weights", state["ema"], self.ema.model.state_dict())
@@ -140,11 +144,8 @@ class TorchTrainer(EpochLoop):
         gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
         torch.manual_seed(epoch_seed(cfg.seed, epoch))  # dropout and other global-RNG layers
         self.model.train()
-        if self.whitening_bias is not None and not self.group.active:
-            # Past its epochs the bias's rate is 0: without its gradient, backward also skips the
-            # first conv's input gradient. (DDP needs a fixed set of learning parameters, so under
-            # torchrun it keeps the gradient and the zero rate alone holds it still.)
-            self.whitening_bias.requires_grad_(epoch < cfg.whiten_bias_epochs)
+        if self.whitening is not None:
+            self.whitening.bias_learns = epoch < cfg.whiten_bias_epochs
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
         seen, start = 0, time.perf_counter()
@@ -237,17 +238,31 @@ class TorchTrainer(EpochLoop):
 
     def save(self, epoch: int) -> None:
         """Rank 0 writes; every rank learns whether it could, so none trains on alone."""
-        on_rank_0(self.group, lambda: self._write_checkpoint(epoch), "Rank 0 could not write the run folder (its error says why); every rank stopped.")
+        on_rank_0(self.group, lambda: self.write_checkpoint(self.run, epoch), "Rank 0 could not write the run folder (its error says why); every rank stopped.")
 
-    def _write_checkpoint(self, epoch: int) -> None:
+    def write_checkpoint(self, run: RunFolder, epoch: int) -> None:
+        """What each epoch leaves in `run`: the model file, history.csv and the resume state after `epoch`.
+
+        training.budget's probe times this same call, into a folder it then deletes, before any
+        epoch has ended (the model file's metrics are then empty).
+        """
         # The resume state last: a kill before it leaves the state one epoch behind the model file
         # and history.csv, and resuming from it redoes that epoch identically (and rewrites both).
-        self.save_model(self.history[-1])
-        self.run.write_history(self.history)
-        self.run.save_state({
+        save_model(run.model_path, self.eval_model, model_info(self.config, self.data, self.history[-1] if self.history else {}))
+        run.write_history(self.history)
+        run.save_state({
             "epoch": epoch + 1,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "ema": self.ema.model.state_dict() if self.ema is not None else None,
             "history": self.history,
         })
+
+
+def _drop_whitening_epochs(saved_optimizer) -> None:
+    """Runs written before the whitening layer detached its own bias kept `"epochs": n` in the bias's
+    parameter group, a setting nothing reads now: it is dropped, so that those runs still resume."""
+    groups = saved_optimizer.get("param_groups") if isinstance(saved_optimizer, dict) else None
+    for group in groups if isinstance(groups, list) else []:
+        if isinstance(group, dict):
+            group.pop("epochs", None)
