@@ -34,6 +34,7 @@ from convnet.serve.config import ServeConfig  # noqa: E402
 from convnet.serve.models import load_models  # noqa: E402
 
 SECRET = "SECRET-7f3a9c"  # what a linked file holds; it must never reach a client
+STARLETTE_SPOOL_BYTES = 1024 * 1024  # a file part larger than this, Starlette writes to a temporary file by default
 PROMPT_S = 10  # an unrelated request's answer, while a heavy one is refused; it takes milliseconds when idle
 
 
@@ -215,7 +216,7 @@ def test_an_upload_over_starlettes_spool_size_is_never_written_to_disk(model_fil
     # fail here, where the temporary folder does not exist.
     data = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (600, 600, 3), dtype=np.uint8)).save(data, "PNG", compress_level=0)
-    assert len(data.getvalue()) > MultiPartParser.spool_max_size
+    assert len(data.getvalue()) > STARLETTE_SPOOL_BYTES
     app = app_for(model_file)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-folder"))
     (r,) = ask(app, ("POST", "/predict", {"files": files(data.getvalue())}))

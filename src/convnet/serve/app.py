@@ -87,7 +87,8 @@ parameter (422). The GET endpoints take theirs as query parameters. Every error 
 
 
 def create_app(models: list[ServedModel], config: ServeConfig | None = None) -> FastAPI:
-    """The app serving `models` (loaded by `serve.models.load_models`) under `config`'s limits (default `ServeConfig()`)."""
+    """The app serving `models` (loaded by `serve.models.load_models`) under `config`'s limits
+    (default `ServeConfig()`)."""
     config = config or ServeConfig()
 
     @asynccontextmanager

@@ -42,7 +42,8 @@ class ServedModels:
         if name is None or name == "":
             return self.default
         if name not in self.by_name:
-            raise HTTPException(404, f"No model named {name!r} is served here; choose one of: {', '.join(self.by_name)}.")
+            choices = ", ".join(self.by_name)
+            raise HTTPException(404, f"No model named {name!r} is served here; choose one of: {choices}.")
         return self.by_name[name]
 
 
@@ -88,5 +89,5 @@ def no_query(request: Request) -> None:
     """Refuses (422) a query parameter on an upload endpoint, whose settings are form fields."""
     if request.query_params:
         name = next(iter(request.query_params))[:40]
-        raise HTTPException(422, f"{request.url.path} takes its settings as multipart form fields, not query parameters; "
-                                 f"send {name!r} as a form field.")
+        raise HTTPException(422, f"{request.url.path} takes its settings as multipart form fields, not query "
+                                 f"parameters; send {name!r} as a form field.")

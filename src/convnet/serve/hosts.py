@@ -30,6 +30,7 @@ class ThisMachineOnly:
         name = _HOST.fullmatch(header)
         if name is not None and name.group(1) in self.names:
             return await self.app(scope, receive, send)
-        detail = (f"This server answers requests for this machine only, and the Host header {header[:60]!r} names another; "
-                  "open it as http://127.0.0.1 or http://localhost with its port, or start it with --host 0.0.0.0 to serve the network.")
+        detail = (f"This server answers requests for this machine only, and the Host header {header[:60]!r} names "
+                  "another; open it as http://127.0.0.1 or http://localhost with its port, or start it with "
+                  "--host 0.0.0.0 to serve the network.")
         await JSONResponse({"detail": detail}, status_code=400)(scope, receive, send)

@@ -26,7 +26,8 @@ def to_input(clf: RunnableModel, image: Image.Image, name: str) -> torch.Tensor:
     except (OSError, ValueError) as e:  # a decoded image Pillow cannot convert (odd mode)
         if isinstance(e, ConvnetError):
             raise
-        raise DataError(f"{name} cannot be converted to the model's input ({e}); upload an RGB or grayscale picture.") from None
+        raise DataError(f"{name} cannot be converted to the model's input ({e}); "
+                        "upload an RGB or grayscale picture.") from None
 
 
 def _open_all(datas: list[bytes], names: list[str], max_pixels: int) -> list[Image.Image | DataError]:
@@ -40,7 +41,9 @@ def _open_all(datas: list[bytes], names: list[str], max_pixels: int) -> list[Ima
     return opened
 
 
-async def inputs_of(served: AppState, request: Request, clf: RunnableModel, uploads: list[UploadFile]) -> list[torch.Tensor | DataError]:
+async def inputs_of(
+    served: AppState, request: Request, clf: RunnableModel, uploads: list[UploadFile]
+) -> list[torch.Tensor | DataError]:
     """Each upload as the model's uint8 (C, H, W) input, or the DataError that says why it is not one.
 
     The whole request is refused (TooLargeError, 413) when it has too many files or they claim

@@ -37,8 +37,13 @@ async def explain_page() -> FileResponse:
 
 @router.get("/docs")
 async def docs(request: Request) -> HTMLResponse:
-    return get_swagger_ui_html(openapi_url=request.app.openapi_url, title="convnet API", swagger_js_url="/docs-assets/swagger-ui-bundle.js",
-                               swagger_css_url="/docs-assets/swagger-ui.css", swagger_favicon_url="/docs-assets/favicon.png")
+    return get_swagger_ui_html(
+        openapi_url=request.app.openapi_url,
+        title="convnet API",
+        swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+        swagger_css_url="/docs-assets/swagger-ui.css",
+        swagger_favicon_url="/docs-assets/favicon.png",
+    )
 
 
 router.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")

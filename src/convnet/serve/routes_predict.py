@@ -26,6 +26,8 @@ from convnet.viz.features import feature_maps, first_layer_filters, render_featu
 from convnet.viz.grid import fit_scale, png_bytes, to_pil
 
 DEFAULT_TOP_K = 5  # as `convnet predict`
+CAM_FORMAT = "png: the overlay; json: every image as base64"
+FEATURES_FORMAT = "json: every layer as base64; png: the first layer's grid"
 IMAGE_RESPONSES: dict[int | str, dict] = {200: {"content": {"image/png": {}, "application/json": {}}}}
 
 router = APIRouter(tags=["images"], route_class=UploadRoute, dependencies=[Depends(no_query)])
@@ -46,19 +48,24 @@ async def predict(
     m: FormModel,
     file: Annotated[UploadFile | None, File(description="one image")] = None,
     files: Annotated[list[UploadFile] | None, File(description="several images")] = None,
-    top_k: Annotated[int, Form(ge=1, description="classes per image; more than the model has gives them all")] = DEFAULT_TOP_K,
+    top_k: Annotated[int, Form(ge=1, description="classes per image; more than the model has: all")] = DEFAULT_TOP_K,
     tta: Annotated[int, Form(ge=0, le=2, description="test-time augmentation level, as `convnet predict --tta`")] = 0,
 ) -> list[dict]:
     uploads = ([file] if file is not None else []) + list(files or [])
     if not uploads:
-        raise HTTPException(422, "Send the image in the multipart form field 'file' (or several in 'files'); this request has neither.")
+        raise HTTPException(422, "Send the image in the multipart form field 'file' (or several in 'files'); "
+                                 "this request has neither.")
     decoded = await inputs_of(served, request, m.clf, uploads)
     if len(uploads) == 1 and isinstance(decoded[0], DataError):
         raise decoded[0]  # a lone bad file is the request's error
     good = [d for d in decoded if isinstance(d, torch.Tensor)]
     rankings = iter(await m.batchers[tta].submit(good) if good else [])
-    results = [FileResult(upload_name(u, i), error=str(d)) if isinstance(d, DataError) else FileResult(upload_name(u, i), next(rankings)[:top_k])
-               for i, (u, d) in enumerate(zip(uploads, decoded, strict=True))]
+    results = []
+    for i, (u, d) in enumerate(zip(uploads, decoded, strict=True)):
+        if isinstance(d, DataError):
+            results.append(FileResult(upload_name(u, i), error=str(d)))
+        else:
+            results.append(FileResult(upload_name(u, i), next(rankings)[:top_k]))
     return [r.to_dict() for r in results]
 
 
@@ -86,7 +93,7 @@ async def cam(
     clf: TorchModel,
     file: Annotated[UploadFile, File(description="one image")],
     class_name: Annotated[str | None, Form(description="the class to explain; default the top class")] = None,
-    format: Annotated[Literal["png", "json"], Form(description="png: the overlay; json: every image as base64")] = "png",
+    format: Annotated[Literal["png", "json"], Form(description=CAM_FORMAT)] = "png",
 ):
     pixels = await input_of(served, request, clf, file)
     answer = await anyio.to_thread.run_sync(_cam_answer, clf, pixels, class_name, format)
@@ -98,18 +105,22 @@ def _features_answer(clf: Classifier, pixels: torch.Tensor, format: str) -> dict
     maps = feature_maps(clf.model, clf.model_input(pixels))
     if format == "png":
         return _png(render_feature_maps(maps[0][1]))
-    layers = [{"name": name, "channels": a.shape[0], "height": a.shape[1], "width": a.shape[2], "png": _b64(render_feature_maps(a))}
-              for name, a in maps]
+    layers = [
+        {"name": name, "channels": a.shape[0], "height": a.shape[1], "width": a.shape[2],
+         "png": _b64(render_feature_maps(a))}
+        for name, a in maps
+    ]
     return {"layers": layers, "filters_png": _b64(render_filters(first_layer_filters(clf.model)))}
 
 
-@router.post("/features", summary="Feature maps of every convolution, and the first layer's filters", responses=IMAGE_RESPONSES)
+@router.post("/features", summary="Feature maps of every convolution, and the first layer's filters",
+             responses=IMAGE_RESPONSES)
 async def features(
     request: Request,
     served: Served,
     clf: TorchModel,
     file: Annotated[UploadFile, File(description="one image")],
-    format: Annotated[Literal["json", "png"], Form(description="json: every layer as base64; png: the first layer's grid")] = "json",
+    format: Annotated[Literal["json", "png"], Form(description=FEATURES_FORMAT)] = "json",
 ):
     pixels = await input_of(served, request, clf, file)
     return await anyio.to_thread.run_sync(_features_answer, clf, pixels, format)
