@@ -168,6 +168,7 @@ def test_unknown_class_in_evaluation_data_is_an_error(trained, tmp_path, capsys)
     assert "purple" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_entry_points_run(capsys):
     assert main(["explain"]) == 0
     in_process = capsys.readouterr().out

@@ -163,6 +163,7 @@ train(TrainConfig(data=data, runs_dir=runs, name=name, stream=True, loader_worke
 """
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_stream_like_one(jpeg_folder, tmp_path):
     """torchrun, 2 ranks each reading only its half of every global batch: the 1-process losses within
     a relative 1e-4, as tests/training/test_distributed.py justifies (float sums in another order)."""

@@ -16,6 +16,8 @@ from convnet.training.train import train  # noqa: E402
 from tests.helpers import LIGHT_ARGS, write_colour_folder  # noqa: E402
 
 TOLERANCE = 1e-4  # max abs difference of fp32 logits, the bound
+# Four families trained for an epoch each, then 1,000 images through both runtimes: seconds per family.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -141,6 +141,7 @@ def test_a_runs_dir_that_is_or_lies_below_a_file_is_refused(runs, fragment, here
 # --- two runs, one name ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_runs_started_together_with_one_name_one_wins(here, tiny_data):
     argv = [sys.executable, "-m", "convnet", "train", "--data", str(tiny_data), "--runs-dir", str(here / "runs"), *TINY, *SPEC, "--name", "same"]
     env = {**os.environ, "CONVNET_HOME": str(here / "home")}

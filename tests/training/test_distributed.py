@@ -59,6 +59,7 @@ def _history(run: Path) -> list[dict]:
     return list(csv.DictReader((run / "history.csv").read_text().splitlines()))
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_with_sync_bn(data, tmp_path):
     runs = tmp_path / "runs"
     _train(1, data, runs, "one", "--epochs", "3")
@@ -80,6 +81,7 @@ def test_two_processes_train_like_one_with_sync_bn(data, tmp_path):
         assert torch.allclose(one[k].double(), two_w[k].double(), atol=1e-4), k
 
 
+@pytest.mark.slow
 def test_killed_distributed_run_resumes_to_the_same_weights(data, tmp_path):
     runs = tmp_path / "runs"
     epochs = ["--epochs", "4"]
@@ -107,6 +109,7 @@ def test_killed_distributed_run_resumes_to_the_same_weights(data, tmp_path):
     assert strip(_history(runs / "whole")) == strip(_history(runs / "killed"))
 
 
+@pytest.mark.slow
 def test_a_distributed_run_resumes_on_another_number_of_processes(data, tmp_path):
     runs = tmp_path / "runs"
     _train(2, data, runs, "r", "--epochs", "1", "--sync-bn")
@@ -135,6 +138,7 @@ def test_an_inconsistent_launch_is_one_sentence_before_any_work(env, config, fra
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.slow
 def test_a_refused_launch_exits_2_on_every_rank_and_writes_nothing(data, tmp_path):
     # Each rank is started with the environment torchrun gives it, but by the test: torchrun ends the
     # other ranks as soon as one exits, so under it a slower rank may never get to say anything.
@@ -153,6 +157,7 @@ def test_a_refused_launch_exits_2_on_every_rank_and_writes_nothing(data, tmp_pat
     assert not runs.exists() or not any(runs.iterdir())
 
 
+@pytest.mark.slow
 def test_a_refused_launch_under_torchrun_ends_with_the_sentence_and_no_traceback_from_convnet(data, tmp_path):
     runs = tmp_path / "runs"
     result = _train(2, data, runs, "odd", "--epochs", "1", "--batch-size", "15", check=False)
@@ -173,6 +178,7 @@ def test_shards_cover_every_item_once_and_differ_by_at_most_one(n, world):
     assert max(sizes) - min(sizes) <= 1
 
 
+@pytest.mark.slow
 def test_every_rank_stops_together_when_the_loss_diverges(data, tmp_path):
     runs = tmp_path / "runs"
     result = _train(2, data, runs, "nan", "--epochs", "2", "--lr", "1e30", check=False)
@@ -181,6 +187,7 @@ def test_every_rank_stops_together_when_the_loss_diverges(data, tmp_path):
     assert not (runs / "nan" / "state.safetensors").exists()  # no epoch finished
 
 
+@pytest.mark.slow
 def test_a_rank_that_fails_alone_ends_the_launch_and_the_run_resumes(data, tmp_path):
     # Rank 1 alone fails in its second epoch (as a rank whose own slice of a streamed folder cannot be
     # read would); rank 0 is then waiting in a collective. torchrun must end the launch, not leave

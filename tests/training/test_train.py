@@ -77,6 +77,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(colour_folder, tmp_
     assert len(list(csv.DictReader(open(run / "history.csv")))) == 1
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_ends_like_an_uninterrupted_run(tmp_path):
     data = write_colour_folder(tmp_path / "data", per_class=200)
     args = ["--data", str(data), "--epochs", "4", "--batch-size", "8", "--runs-dir", str(tmp_path / "runs"), "--quiet"]
