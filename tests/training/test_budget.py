@@ -40,6 +40,7 @@ def test_bad_durations_are_refused(text):
         duration(text)
 
 
+@pytest.mark.slow
 def test_a_budgeted_run_plans_its_epochs_to_fill_the_budget_and_trains_them(colour_folder, tmp_path):
     config = TrainConfig(data=str(colour_folder), image_size=(32, 32), batch_size=8, schedule="linear", time_budget=BUDGET,
                          runs_dir=str(tmp_path / "runs"), name="budget", epochs=1)
@@ -69,6 +70,7 @@ def test_slow_steps_are_probed_fewer_times():
     assert probe_steps(3.2, 480.0) == SLOW_PROBE_STEPS == 3
 
 
+@pytest.mark.slow
 def test_a_streamed_run_times_its_probe_steps_in_one_pass(tmp_path, monkeypatch):
     # A streamed split starts loader processes at every pass: far more than a step of these tiny
     # images. The probe once timed each step in a pass of its own, so every step was charged a
@@ -129,6 +131,7 @@ def test_an_estimate_counts_epoch_start_up_once_per_epoch():
     assert started.estimate(4, 1, 3, 2) - HAND.estimate(4, 1, 3, 2) == 3.0  # an epoch that stops early starts all the same
 
 
+@pytest.mark.slow
 def test_a_plan_measures_the_cheaper_steps_after_the_whitening_bias_freezes(colour_folder, tmp_path):
     config = TrainConfig(data=str(colour_folder), model="airnet", model_args={"widths": [8, 16, 16]}, batch_size=8, whiten_bias_epochs=1,
                          schedule="linear", tta=2, time_budget=BUDGET, runs_dir=str(tmp_path / "runs"), name="airnet", epochs=1)

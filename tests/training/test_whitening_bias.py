@@ -115,6 +115,7 @@ def test_a_model_without_a_whitening_layer_is_refused(colour_folder, tmp_path):
     assert len(cli.stderr.strip().splitlines()) == 1 and "airnet" in cli.stderr
 
 
+@pytest.mark.slow
 def test_the_fast_recipe_still_trains_another_model_from_the_command_line(colour_folder, tmp_path):
     # `fast` sets the rule for airnet's whitening layer; naming another model drops it (given explicitly, it is refused above).
     cli = subprocess.run([sys.executable, "-m", "convnet", "train", "--recipe", "fast", "--model", "resnet", "--data", str(colour_folder),
