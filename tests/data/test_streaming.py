@@ -77,6 +77,7 @@ def test_a_rank_reads_only_its_slice_of_each_global_batch(jpeg_folder):
         assert not images[:half].any()  # another rank's images: never read here
 
 
+@pytest.mark.slow  # two runs of two epochs, the streamed one with two loader worker processes
 def test_streamed_run_trains_like_the_in_memory_run(jpeg_folder, tmp_path):
     """Same permutation, pixels, augmentation, dropout and statistics: the same losses, bitwise."""
     memory = train(_config(jpeg_folder, tmp_path, name="memory", val_split=0.2), progress=False)
