@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from convnet.checks import is_int
 from convnet.errors import ConfigError
 
 FLIP_MODES = ("none", "random", "alternating")
@@ -36,7 +37,7 @@ class AugmentConfig:
             raise ConfigError(f"Unknown flip mode {self.flip!r}; use one of {', '.join(FLIP_MODES)}.")
         for name in ("translate", "cutout", "flip_seed"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_PIXELS_OR_SEED:
+            if not is_int(value) or not 0 <= value <= MAX_PIXELS_OR_SEED:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a whole number from 0 to {MAX_PIXELS_OR_SEED}, got {value!r}.")
 
 
