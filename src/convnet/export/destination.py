@@ -18,10 +18,12 @@ def check_destination(path: Path, force: bool, writes: str) -> None:
     the export does not follow: whatever it points to stays as it is.
     """
     if "\0" in str(path):
-        raise ConfigError(f"The output path {str(path)!r} has a NUL character, which no file name can hold; pass another --out.")
+        raise ConfigError(f"The output path {str(path)!r} has a NUL character, which no file name can hold; "
+                          "pass another --out.")
     kind = kind_of(path)
     if kind is not None and kind != writes:
-        raise ConfigError(f"{path} is {kind}, not {writes} that --force could replace; remove it yourself or pass another --out.")
+        raise ConfigError(f"{path} is {kind}, not {writes} that --force could replace; "
+                          "remove it yourself or pass another --out.")
     if kind is not None and not force:
         raise ConfigError(f"{path} already exists; pass --force to replace it, or --out to write elsewhere.")
     above = next((p for p in path.parents if p.exists()), None)  # the folder it would be made in

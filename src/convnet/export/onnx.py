@@ -117,7 +117,8 @@ def _import_exporter():
     if importlib.util.find_spec("onnxscript") is None:
         raise ConfigError(f"Exporting to ONNX needs onnxscript, which is not installed; {EXTRA}.")
     if torch.torch_version.TorchVersion(torch.__version__) < "2.6":
-        raise ConfigError(f"Exporting to ONNX needs torch 2.6 or newer (its torch.export-based exporter); this is torch {torch.__version__}.")
+        raise ConfigError("Exporting to ONNX needs torch 2.6 or newer (its torch.export-based exporter); "
+                          f"this is torch {torch.__version__}.")
     return onnx, ort
 
 

@@ -39,7 +39,8 @@ def export_triton(clf: Classifier, out: str | Path, name: str, force: bool = Fal
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
         raise ConfigError(f"The Triton model name {name!r} must be letters, digits, '_', '.' or '-'; pass --name.")
     if not 1 <= max_batch_size <= _MAX_INT32:
-        raise ConfigError(f"--max-batch-size must be between 1 and {_MAX_INT32} (Triton's field is an int32), got {max_batch_size}.")
+        raise ConfigError(f"--max-batch-size must be between 1 and {_MAX_INT32} (Triton's field is an int32), "
+                          f"got {max_batch_size}.")
     out = Path(out)
     final = out / name
     check_destination(final, force, writes="a folder")

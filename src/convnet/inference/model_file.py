@@ -73,10 +73,12 @@ class Classifier:
                 # Pillow's "cannot identify image file" only repeats the path; other reasons (truncated) help,
                 # an OS error's without the path it names ("[Errno 6] ...: '<path>'").
                 reason = "" if isinstance(e, UnidentifiedImageError) else f" ({e.strerror or e})" if isinstance(e, OSError) else f" ({e})"
-                raise DataError(f"{image} is not a readable image{reason}; pass a JPEG, PNG, BMP, GIF, WebP or TIFF file.") from None
+                raise DataError(f"{image} is not a readable image{reason}; "
+                                "pass a JPEG, PNG, BMP, GIF, WebP or TIFF file.") from None
         if isinstance(image, torch.Tensor):
             if image.dtype != torch.uint8 or tuple(image.shape) != (chans, *size):
-                raise ValueError(f"a tensor image must be uint8 {(chans, *size)}, got {image.dtype} {tuple(image.shape)}")
+                raise ValueError(f"a tensor image must be uint8 {(chans, *size)}, "
+                                 f"got {image.dtype} {tuple(image.shape)}")
             return image
         return pil_to_tensor(image, size, chans)
 
@@ -114,7 +116,8 @@ def build_model(info: ModelInfo) -> nn.Module:
         raise
     except (TypeError, ValueError, RuntimeError, AttributeError) as e:  # a builder's own complaint about an argument
         args = ", ".join(f"{k}={v!r}" for k, v in info.model_args.items()) or "no arguments"
-        raise ConfigError(f"The model {info.model!r} cannot be built with {args} for {info.in_chans}x{info.input_size[0]}x{info.input_size[1]} input ({e}).") from None
+        raise ConfigError(f"The model {info.model!r} cannot be built with {args} for "
+                          f"{info.in_chans}x{info.input_size[0]}x{info.input_size[1]} input ({e}).") from None
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Classifier:

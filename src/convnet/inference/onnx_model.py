@@ -95,15 +95,18 @@ class OnnxClassifier:
             logits = self.session.run([OUTPUT_NAME], {INPUT_NAME: x.contiguous().numpy()}, options)[0]
         except Exception as e:  # a graph that passed the checks of `load_onnx` and still fails: say so in one sentence
             if options.terminate:
-                raise CheckpointError(f"{self.name} ran longer than {limit:.0f} s on a batch of {n} images, far longer than a model of its size needs; {_DO}.") from None
+                raise CheckpointError(f"{self.name} ran longer than {limit:.0f} s on a batch of {n} images, far longer "
+                                      f"than a model of its size needs; {_DO}.") from None
             raise CheckpointError(f"{self.name} failed on a batch of {n} images ({_first_line(e)}); {_DO}.") from None
         finally:
             timer.cancel()
         if logits.dtype != np.float32 or logits.shape != (n, k):
             got = f"{logits.dtype} logits of shape {list(logits.shape)}"
-            raise CheckpointError(f"{self.name} gave {got} for a batch of {n} images, where its {k} classes need float32 [{n}, {k}]; {_DO}.")
+            raise CheckpointError(f"{self.name} gave {got} for a batch of {n} images, where its {k} classes need "
+                                  f"float32 [{n}, {k}]; {_DO}.")
         if not np.isfinite(logits).all():
-            raise CheckpointError(f"{self.name} gave logits that are not finite (NaN or infinity) for a batch of {n} images; {_DO}.")
+            raise CheckpointError(f"{self.name} gave logits that are not finite (NaN or infinity) "
+                                  f"for a batch of {n} images; {_DO}.")
         return torch.from_numpy(logits)
 
     @torch.no_grad()
@@ -115,7 +118,8 @@ class OnnxClassifier:
         and the logits are those of `Classifier.logits`.
         """
         if images.dtype != torch.uint8 or images.dim() != 4 or tuple(images.shape[1:]) != (self.info.in_chans, *self.info.input_size):
-            raise ValueError(f"images must be uint8 (N, {self.info.in_chans}, {self.info.input_size[0]}, {self.info.input_size[1]}), got {images.dtype} {tuple(images.shape)}")
+            raise ValueError(f"images must be uint8 (N, {self.info.in_chans}, {self.info.input_size[0]}, "
+                             f"{self.info.input_size[1]}), got {images.dtype} {tuple(images.shape)}")
         if len(images) == 0:
             raise ValueError("no images to evaluate")
         images = images.cpu()
@@ -134,7 +138,8 @@ def load_onnx(path: str | Path) -> OnnxClassifier:
     if not path.is_file():  # also refuses FIFOs and devices, which reading could block on
         raise CheckpointError(f"No ONNX model at {path}; {_DO}.")
     if path.stat().st_size > MAX_MODEL_BYTES:
-        raise CheckpointError(f"{path} is larger than {MAX_MODEL_BYTES // 1024**3} GiB, far more than any convnet model; {_DO}.")
+        raise CheckpointError(f"{path} is larger than {MAX_MODEL_BYTES // 1024**3} GiB, "
+                              f"far more than any convnet model; {_DO}.")
     # Read once: the bytes that are checked are the bytes onnxruntime runs, and it never opens the path (or files beside it) itself.
     data = path.read_bytes()
     try:
@@ -220,17 +225,20 @@ def _check_graph(model, info: ModelInfo, path: Path, onnx) -> None:
     # The batch dimension is symbolic (a name, or none): a fixed one would fail on any other batch size.
     if len(inputs) != 1 or inputs[0].name != INPUT_NAME or inputs[0].type.tensor_type.elem_type != onnx.TensorProto.UINT8 or not _is_batched(inputs[0], [c, h, w]):
         got = ", ".join(f"{i.name[:40]!r} {_dtype(i, onnx)} {_dims(i)}" for i in inputs[:3]) or "none"
-        raise CheckpointError(f"{path} does not take one uint8 input {INPUT_NAME!r} of shape [batch, {c}, {h}, {w}] as its metadata says (it takes {got}); {_DO}.")
+        raise CheckpointError(f"{path} does not take one uint8 input {INPUT_NAME!r} of shape [batch, {c}, {h}, {w}] as "
+                              f"its metadata says (it takes {got}); {_DO}.")
     outputs = list(graph.output)
     k = len(info.classes)
     if len(outputs) != 1 or outputs[0].name != OUTPUT_NAME or outputs[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT or not _is_batched(outputs[0], [k]):
-        raise CheckpointError(f"{path} does not give one float32 output {OUTPUT_NAME!r} of shape [batch, {k}] for its {k} classes; {_DO}.")
+        raise CheckpointError(f"{path} does not give one float32 output {OUTPUT_NAME!r} of shape [batch, {k}] for its "
+                              f"{k} classes; {_DO}.")
     if any(t.data_location == onnx.TensorProto.EXTERNAL or t.external_data for t in _tensors(model, onnx)):
         raise CheckpointError(f"{path} keeps tensors in external files, which convnet does not read; {_DO}.")
     # A model-local function is called as a node of its own domain, so this refuses those too.
     foreign = sorted({n.domain for n in graph.node} - set(STANDARD_DOMAINS))
     if foreign:
-        raise CheckpointError(f"{path} uses operators outside the standard ONNX set (domain {foreign[0][:60]!r}); {_DO}.")
+        raise CheckpointError(f"{path} uses operators outside the standard ONNX set "
+                              f"(domain {foreign[0][:60]!r}); {_DO}.")
     # Loop, Scan and If carry subgraphs: a feed-forward classifier has none, and a loop could run for ever.
     looping = next((n.op_type for n in graph.node if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute)), None)
     if looping is not None:

@@ -56,7 +56,8 @@ def autocast_dtype(precision: str, device: torch.device, compiled: bool = False)
     if compiled:
         if device.type == "cpu":
             raise ConfigError("--compile is not supported on the CPU (torch's compiled max-pool backward gives NaN "
-                              "gradients or crashes there, and trains slower than eager); drop --compile, or use it on a CUDA GPU.")
+                              "gradients or crashes there, and trains slower than eager); "
+                              "drop --compile, or use it on a CUDA GPU.")
         if precision == "bf16":
             raise ConfigError("--compile with --precision bf16 is not supported (torch's compiled bf16 training of "
                               "these models diverges); drop --compile, or use --precision fp32 or auto with it.")

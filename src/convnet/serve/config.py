@@ -41,7 +41,8 @@ class ServeConfig:
         }
         for flag, ok in checks.items():
             if not ok:
-                raise ConfigError(f"{flag} is out of range; pass a positive number (0 is allowed for --batch-wait-ms and --threads).")
+                raise ConfigError(f"{flag} is out of range; pass a positive number (0 is allowed for --batch-wait-ms "
+                                  "and --threads).")
 
     @property
     def torch_threads(self) -> int:

@@ -59,17 +59,20 @@ def open_upload(data: bytes, name: str, max_pixels: int) -> Image.Image:
     except Exception:  # whatever a decoder raises on hostile bytes, the file is not an image we can read
         if data.startswith(SIGNATURES):
             raise DataError(f"{name} starts like an image but is damaged or cut short; upload the whole file again.") from None
-        raise DataError(f"{name} is not an image (its content is none of {FORMAT_NAMES}); upload a picture in one of those formats.") from None
+        raise DataError(f"{name} is not an image (its content is none of {FORMAT_NAMES}); "
+                        "upload a picture in one of those formats.") from None
     width, height = img.size
     if width * height > max_pixels:
-        raise TooLargeError(f"{name} is {width}x{height} pixels, over this server's limit of {max_pixels:,} (--max-pixels); upload a smaller image.")
+        raise TooLargeError(f"{name} is {width}x{height} pixels, over this server's limit of {max_pixels:,} "
+                            "(--max-pixels); upload a smaller image.")
     return img
 
 
 def check_file_count(count: int, max_files: int) -> None:
     """Raises TooLargeError when a request has more than `max_files` files."""
     if count > max_files:
-        raise TooLargeError(f"This request has {count} files, over this server's limit of {max_files} (--max-files); send them in several requests.")
+        raise TooLargeError(f"This request has {count} files, over this server's limit of {max_files} (--max-files); "
+                            "send them in several requests.")
 
 
 def check_request_pixels(images: list[Image.Image], max_request_pixels: int) -> None:
@@ -165,7 +168,8 @@ class InMemoryFormRequest(Request):
             try:
                 self._form = await parser.parse()
             except MultiPartException as e:
-                raise HTTPException(400, f"The multipart form cannot be read ({e.message.rstrip('.')}); send a well-formed form.") from None
+                raise HTTPException(400, f"The multipart form cannot be read ({e.message.rstrip('.')}); "
+                                         "send a well-formed form.") from None
         return await super()._get_form(max_files=max_files, max_fields=max_fields, max_part_size=max_part_size)
 
 

@@ -112,14 +112,17 @@ class TrainConfig:
             raise ConfigError(f"A config must be a JSON object of fields, got {type(d).__name__}.")
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
-            raise ConfigError(f"The config has unknown fields {sorted(map(str, unknown))}; it was written by another convnet version or edited by hand.")
+            raise ConfigError(f"The config has unknown fields {sorted(map(str, unknown))}; "
+                              "it was written by another convnet version or edited by hand.")
         d = dict(d)
         augment = d.get("augment", {})
         if not isinstance(augment, dict):
-            raise ConfigError(f"The config field augment must be an object of flip, translate, cutout and flip_seed, got {augment!r}.")
+            raise ConfigError("The config field augment must be an object of flip, translate, cutout and flip_seed, "
+                              f"got {augment!r}.")
         unknown = set(augment) - {f.name for f in dataclasses.fields(AugmentConfig)}
         if unknown:
-            raise ConfigError(f"The config field augment has unknown fields {sorted(map(str, unknown))}; use flip, translate, cutout and flip_seed.")
+            raise ConfigError(f"The config field augment has unknown fields {sorted(map(str, unknown))}; "
+                              "use flip, translate, cutout and flip_seed.")
         d["augment"] = AugmentConfig(**augment)
         if isinstance(d.get("image_size"), list):
             d["image_size"] = tuple(d["image_size"])

@@ -73,7 +73,8 @@ def _env_int(name: str, default: int | None = None) -> int:
     try:
         return int(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise ConfigError(f"The environment variable {name}={value!r} is not a whole number; launch with torchrun, which sets it.") from None
+        raise ConfigError(f"The environment variable {name}={value!r} is not a whole number; "
+                          "launch with torchrun, which sets it.") from None
 
 
 class SaidOnRank0(ConfigError):
@@ -101,9 +102,11 @@ def join(config: TrainConfig, resuming: bool = False) -> Group:
         raise refused("Only the torch engine trains on several processes; drop --engine scratch or launch one process.")
     if config.batch_size % world and resuming:
         raise refused(f"The run's global batch of {config.batch_size} images cannot be shared by {world} processes; "
-                      f"resume it on a number of processes that divides {config.batch_size}, such as {_near_divisors(config.batch_size, world)}.")
+                      f"resume it on a number of processes that divides {config.batch_size}, such as "
+                      f"{_near_divisors(config.batch_size, world)}.")
     if config.batch_size % world:
-        raise refused(f"--batch-size {config.batch_size} cannot be shared by {world} processes; pick a multiple of {world} (it is the global batch).")
+        raise refused(f"--batch-size {config.batch_size} cannot be shared by {world} processes; "
+                      f"pick a multiple of {world} (it is the global batch).")
     backend = config.dist_backend
     if backend == "auto":
         backend = "nccl" if config.device in ("auto", "cuda") and torch.cuda.is_available() else "gloo"
@@ -142,7 +145,8 @@ def check_same(group: Group, facts: dict[str, str], fix: str) -> None:
         key = next((k for k in ours if theirs.get(k) != ours[k]), None)
         if key is not None:
             refused = ConfigError if group.main else SaidOnRank0
-            raise refused(f"The processes see different data ({key}: {theirs[key]} on rank {rank}, {ours[key]} on rank 0); {fix}.")
+            raise refused(f"The processes see different data ({key}: {theirs[key]} on rank {rank}, "
+                          f"{ours[key]} on rank 0); {fix}.")
 
 
 def _all_gather_text(group: Group, text: str) -> list[str]:

@@ -110,7 +110,8 @@ class EpochLoop(ABC):
             self.history.append(row)
             self.save(epoch)
             val_text = "" if val_acc is None else f"  val loss {val_loss:.4f} acc {val_acc:.4f}"
-            self.say(f"epoch {epoch + 1}/{cfg.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}{val_text}  {seconds:.1f}s ({row['images_per_s']:.0f} img/s)")
+            self.say(f"epoch {epoch + 1}/{cfg.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}{val_text}  "
+                     f"{seconds:.1f}s ({row['images_per_s']:.0f} img/s)")
         metrics = dict(self.history[-1])
         if cfg.tta and self.data.val is not None:
             metrics["val_acc_tta"] = round(self.validate(cfg.tta)[1], 6)

@@ -100,7 +100,8 @@ def whitening_layer(model: nn.Module, config: TrainConfig) -> PatchWhitening | N
         return None
     layer = next((m for m in model.modules() if isinstance(m, PatchWhitening)), None)
     if layer is None:
-        raise ConfigError(f"--whiten-bias-epochs applies to a patch-whitening first layer (airnet); model {config.model!r} has none, so set it to 0.")
+        raise ConfigError("--whiten-bias-epochs applies to a patch-whitening first layer (airnet); "
+                          f"model {config.model!r} has none, so set it to 0.")
     return layer
 
 

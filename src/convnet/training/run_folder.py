@@ -71,7 +71,8 @@ class RunFolder(RunFiles):
         Returns:
             Whether this call made the folder (rather than finding an empty one left by the user).
         """
-        taken = ConfigError(f"The run folder {path} already exists; pick another --name, or continue it with --resume {path}.")
+        taken = ConfigError(f"The run folder {path} already exists; "
+                            f"pick another --name, or continue it with --resume {path}.")
         made = True
         try:
             path.mkdir()
@@ -80,7 +81,8 @@ class RunFolder(RunFiles):
                 raise taken from None
             made = False
         except OSError as e:
-            raise ConfigError(f"Cannot make the run folder {path} ({e.strerror or e}); pick another --name or --runs-dir.") from None
+            raise ConfigError(f"Cannot make the run folder {path} ({e.strerror or e}); "
+                              "pick another --name or --runs-dir.") from None
         try:
             os.close(os.open(path / "config.json", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
         except FileExistsError:
@@ -88,7 +90,8 @@ class RunFolder(RunFiles):
         except OSError as e:
             if made:
                 path.rmdir()
-            raise ConfigError(f"Cannot write in the run folder {path} ({e.strerror or e}); pick another --name or --runs-dir.") from None
+            raise ConfigError(f"Cannot write in the run folder {path} ({e.strerror or e}); "
+                              "pick another --name or --runs-dir.") from None
         return made
 
     def write_config(self, config: TrainConfig) -> None:
@@ -115,18 +118,21 @@ class RunFolder(RunFiles):
         """
         run = cls(Path(path))
         if kind_of(run.config_path) is None:
-            raise CheckpointError(f"{path} is not a run folder (no config.json); pass a folder written by `convnet train`.")
+            raise CheckpointError(f"{path} is not a run folder (no config.json); "
+                                  "pass a folder written by `convnet train`.")
         for file in (run.config_path, run.state_path, run.legacy_state_path, run.model_path, run.history_path,
                      run.curves_path, run.samples_path, run.plan_path):
             kind = kind_of(file)
             if kind not in (None, "a regular file"):
-                raise CheckpointError(f"{file} is {kind}, not a regular file as convnet writes it; replace it with the run's own file, or start a new run.")
+                raise CheckpointError(f"{file} is {kind}, not a regular file as convnet writes it; "
+                                      "replace it with the run's own file, or start a new run.")
         return run
 
     def read_config(self) -> TrainConfig:
         """config.json, every field checked (it may have been edited, or come from anywhere)."""
         if self.config_path.stat().st_size > MAX_CONFIG_BYTES:
-            raise CheckpointError(f"{self.config_path} is larger than any config convnet writes; restore it or start a new run.")
+            raise CheckpointError(f"{self.config_path} is larger than any config convnet writes; "
+                                  "restore it or start a new run.")
         try:
             d = json.loads(self.config_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:

@@ -26,7 +26,8 @@ from convnet.training.run_folder import RunFolder
 def _check(config: TrainConfig) -> str:
     """The spec string to build, after refusing what the NumPy engine does not do."""
     if config.model not in ("tutorial", "spec"):
-        raise ConfigError(f"--engine scratch trains the tutorial and --arch networks, not {config.model!r}; use --engine torch.")
+        raise ConfigError(f"--engine scratch trains the tutorial and --arch networks, not {config.model!r}; "
+                          "use --engine torch.")
     unsupported = [
         flag for flag, off in (("--schedule", config.schedule == "constant"), ("--warmup-epochs", config.warmup_epochs == 0),
                                ("--ema", config.ema == 0), ("--label-smoothing", config.label_smoothing == 0),
@@ -37,7 +38,8 @@ def _check(config: TrainConfig) -> str:
         if not off
     ]
     if unsupported:
-        raise ConfigError(f"--engine scratch does not support {', '.join(unsupported)}; drop them or use --engine torch.")
+        raise ConfigError(f"--engine scratch does not support {', '.join(unsupported)}; "
+                          "drop them or use --engine torch.")
     return config.model_args.get("arch", TUTORIAL_SPEC) if config.model == "spec" else TUTORIAL_SPEC
 
 
@@ -50,7 +52,8 @@ class ScratchTrainer(EpochLoop):
         super().__init__(config, data, run, progress)
         spec = _check(config)
         if not isinstance(data.train, Dataset) or not (data.val is None or isinstance(data.val, Dataset)):
-            raise ConfigError("--engine scratch holds its images in memory, and this folder streams (--stream, or larger than the memory budget); use --engine torch.")
+            raise ConfigError("--engine scratch holds its images in memory, and this folder streams (--stream, or "
+                              "larger than the memory budget); use --engine torch.")
         c, h, w = data.train.image_shape
         self.net = network.build_network(spec, len(data.train.classes), c, (h, w), dtype=np.float32, rng=np.random.default_rng(config.seed))
         if config.optimizer == "adam":
@@ -83,7 +86,8 @@ class ScratchTrainer(EpochLoop):
             loss, acc = train_epoch(self.net, self.optimizer, self.x, self.y, self.config.batch_size, rng, on_batch)
         bar.close()
         if not np.isfinite(loss):
-            raise TrainingDiverged(f"The loss became {loss} in epoch {epoch + 1}; the last good checkpoint is kept in {self.run.path}; lower --lr.")
+            raise TrainingDiverged(f"The loss became {loss} in epoch {epoch + 1}; "
+                                   f"the last good checkpoint is kept in {self.run.path}; lower --lr.")
         return loss, acc, time.perf_counter() - start
 
     def validate(self, tta: int = 0):

@@ -26,7 +26,8 @@ def evaluation_split(checkpoint: str | Path, info: ModelInfo, data: str | None, 
     run_dir = path if path.is_dir() else path.parent
     if not (run_dir / "config.json").is_file():
         if split != "test":
-            raise DataError(f"Without --data, --split {split} needs the run folder's config.json next to the model; pass --data.")
+            raise DataError(f"Without --data, --split {split} needs the run folder's config.json next to the model; "
+                            "pass --data.")
         return load_dataset(None, "test", image_size=info.input_size, channels=info.in_chans)
     config = RunFolder.open(run_dir).read_config()
     if split == "test":

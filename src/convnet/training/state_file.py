@@ -86,7 +86,8 @@ def read_state(path: Path) -> dict:
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path} is not a readable state file ({e}); start a new run.") from None
     if meta.get("format") != STATE_FORMAT or "convnet" not in meta:
-        raise CheckpointError(f"{path} is a safetensors file but not a convnet resume state (no '{STATE_FORMAT}' metadata); start a new run.")
+        raise CheckpointError(f"{path} is a safetensors file but not a convnet resume state (no '{STATE_FORMAT}' "
+                              "metadata); start a new run.")
     try:
         state = _decode(json.loads(meta["convnet"]), tensors)
     except (ValueError, RecursionError) as e:
@@ -103,7 +104,8 @@ def read_legacy_state(path: Path) -> dict:
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001  (torch raises many kinds for a foreign or hostile file)
-        raise CheckpointError(f"{path} cannot be read safely ({type(e).__name__}: it holds more than tensors and plain data); start a new run.") from None
+        raise CheckpointError(f"{path} cannot be read safely ({type(e).__name__}: it holds more than tensors and plain "
+                              "data); start a new run.") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} does not hold a training state; start a new run.")
     return state
@@ -146,7 +148,8 @@ def check_optimizer(saved, optimizer: torch.optim.Optimizer) -> None:
     """
     live = optimizer.state_dict()
     if not isinstance(saved, dict) or set(saved) != set(live):
-        raise ValueError(f"its optimizer state is {_what_is(saved)}, not the state of the run's {type(optimizer).__name__} optimizer")
+        raise ValueError(f"its optimizer state is {_what_is(saved)}, not the state of the run's "
+                         f"{type(optimizer).__name__} optimizer")
     groups = saved["param_groups"]
     if not isinstance(groups, list) or len(groups) != len(live["param_groups"]):
         count = f"{len(groups)} parameter groups" if isinstance(groups, list) else f"parameter groups that are {_what_is(groups)}"
@@ -161,11 +164,13 @@ def check_optimizer(saved, optimizer: torch.optim.Optimizer) -> None:
         raise ValueError(f"its optimizer's per-parameter state is {_what_is(state)}")
     for index, buffers in state.items():
         if not is_int(index) or index not in shapes:
-            raise ValueError(f"its optimizer keeps state for a parameter {reprlib.repr(index)} that the run does not have")
+            raise ValueError(f"its optimizer keeps state for a parameter {reprlib.repr(index)} "
+                             "that the run does not have")
         want = _buffers(optimizer, group_of[index])
         if not isinstance(buffers, dict) or set(buffers) != want:
             names = sorted(map(str, buffers)) if isinstance(buffers, dict) else _what_is(buffers)
-            raise ValueError(f"its optimizer state for parameter {index} holds {reprlib.repr(names)}, not {sorted(want)}")
+            raise ValueError(f"its optimizer state for parameter {index} holds {reprlib.repr(names)}, "
+                             f"not {sorted(want)}")
         for name, value in buffers.items():
             shape = () if name == "step" else shapes[index]
             _check_tensor(f"optimizer's {name} for parameter {index}", value, shape, floating=True)
@@ -181,7 +186,8 @@ def _check_group(i: int, group, want: dict) -> None:
         raise ValueError(f"its optimizer's parameter group {i} holds other parameters than the run's")
     for key, value in want.items():
         if not _fits(group[key], value):
-            raise ValueError(f"its optimizer's {key} in parameter group {i} is {_what_is(group[key])}, where the run's is {_what_is(value)}")
+            raise ValueError(f"its optimizer's {key} in parameter group {i} is {_what_is(group[key])}, where the run's "
+                             f"is {_what_is(value)}")
 
 
 def _buffers(optimizer: torch.optim.Optimizer, group: dict) -> set[str]:
@@ -197,7 +203,8 @@ def _check_tensor(label: str, value, shape: tuple, floating: bool) -> None:
     if value.shape != shape:
         raise ValueError(f"its {label} has shape {tuple(value.shape)} where the run's has {tuple(shape)}")
     if value.is_floating_point() != floating:
-        raise ValueError(f"its {label} holds {value.dtype} values where the run's holds {'floating-point' if floating else 'integer'} ones")
+        raise ValueError(f"its {label} holds {value.dtype} values where the run's holds "
+                         f"{'floating-point' if floating else 'integer'} ones")
 
 
 def _fits(value, like) -> bool:

@@ -99,7 +99,8 @@ class TorchTrainer(EpochLoop):
             # The checks in _restore name what is wrong in a few words; anything else is named by its
             # type, torch's own (multi-line) text flattened onto the one line.
             reason = str(e) if type(e) is ValueError else f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
-            raise CheckpointError(f"{self.run.path}'s resume state does not fit the run in its config.json ({reason}); start a new run.") from None
+            raise CheckpointError(f"{self.run.path}'s resume state does not fit the run in its config.json ({reason}); "
+                                  "start a new run.") from None
 
     def _restore(self, state: dict) -> None:
         # Everything is checked against the live model and optimizer before anything is loaded:

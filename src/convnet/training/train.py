@@ -76,7 +76,8 @@ def resume(run_dir: str | Path, progress: bool = True) -> RunResult:
     run = RunFolder.open(run_dir)
     config = run.read_config()
     if config.engine != "torch":
-        raise ConvnetError("Runs of the scratch engine cannot be resumed; start the run again (it is a small-data engine).")
+        raise ConvnetError("Runs of the scratch engine cannot be resumed; "
+                           "start the run again (it is a small-data engine).")
     eager = config.compile and resolve_device(config.device).type == "cpu"
     if eager:  # compiled on a GPU, resumed on the CPU, where compiling is refused (inference.runtime): the weights are the same
         config = replace(config, compile=False)
@@ -107,7 +108,8 @@ def _check_same_data(config: TrainConfig, data: TrainData, group: distributed.Gr
     on each machine), which would train each on its own data, or fail in gloo or DDP."""
     if group.active:  # hashing the pixels is for a launch of several processes only
         where = repr(config.data) if config.data else "the data set"
-        distributed.check_same(group, _data_facts(data), f"give every process the same data: {where} must hold the same files on every machine")
+        distributed.check_same(group, _data_facts(data),
+                               f"give every process the same data: {where} must hold the same files on every machine")
 
 
 def _data_facts(data: TrainData) -> dict[str, str]:
