@@ -37,6 +37,7 @@ def writing(path: Path) -> Iterator[None]:
     try:
         yield
     except OSError as e:
-        raise ConfigError(f"Cannot write {path} ({e.strerror or e}); pass an --out in a folder you can write to.") from None
+        raise ConfigError(f"Cannot write {path} ({e.strerror or e}); "
+                          "pass an --out in a folder you can write to.") from None
 
 

@@ -108,11 +108,13 @@ def _check_against_torch(proto, model: nn.Module, example: torch.Tensor, ort) ->
     with torch.no_grad():
         want = model(x).float().numpy()
     if not np.allclose(got, want, atol=_CHECK_TOLERANCE, rtol=_CHECK_TOLERANCE):
-        raise RuntimeError(f"the exported graph disagrees with PyTorch by {np.abs(got - want).max():.3g}")  # a bug of the exporter or of ours
+        # a bug of the exporter or of ours
+        raise RuntimeError(f"the exported graph disagrees with PyTorch by {np.abs(got - want).max():.3g}")
 
 
 def _import_exporter():
-    """onnx and onnxruntime, after checking for onnxscript (torch's exporter imports it) and a torch that has the exporter."""
+    """onnx and onnxruntime, after checking for onnxscript (torch's exporter imports it) and a torch that has the
+    exporter."""
     onnx, ort = import_onnx("Exporting to ONNX")
     if importlib.util.find_spec("onnxscript") is None:
         raise ConfigError(f"Exporting to ONNX needs onnxscript, which is not installed; {EXTRA}.")

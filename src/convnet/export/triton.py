@@ -24,7 +24,8 @@ MAX_BATCH_SIZE = 256
 _MAX_INT32 = 2**31 - 1
 
 
-def export_triton(clf: Classifier, out: str | Path, name: str, force: bool = False, max_batch_size: int = MAX_BATCH_SIZE) -> Path:
+def export_triton(clf: Classifier, out: str | Path, name: str, force: bool = False,
+                  max_batch_size: int = MAX_BATCH_SIZE) -> Path:
     """Write a Triton model repository entry `out/name/` (layout in the module doc).
 
     The folder is built beside its destination and renamed into place, so a crash never leaves

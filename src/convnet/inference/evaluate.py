@@ -49,7 +49,8 @@ class Evaluation:
         denom = precision + recall
         f1 = torch.where(denom > 0, 2 * precision * recall / denom.clamp_min(1e-12), torch.zeros_like(tp))
         return {
-            c: {"precision": precision[i].item(), "recall": recall[i].item(), "f1": f1[i].item(), "support": int(actual[i].item())}
+            c: {"precision": precision[i].item(), "recall": recall[i].item(), "f1": f1[i].item(),
+                "support": int(actual[i].item())}
             for i, c in enumerate(self.classes)
         }
 
@@ -100,6 +101,8 @@ def write_figures(ev: Evaluation, ds: Dataset, out_dir: str | Path, k: int = 16)
     worst = ev.most_confident_mistakes(k)
     if len(worst):
         p = ev.probabilities[worst].max(1).values
-        captions = [f"{ev.classes[t]} -> {ev.classes[q]}\n{pp:.2f}" for t, q, pp in zip(ev.labels[worst].tolist(), ev.predictions[worst].tolist(), p.tolist(), strict=True)]
-        paths.append(save_image_grid(ds.images[worst], captions, out / "mistakes.png", ncols=8, title="most confident mistakes (true -> predicted, probability)"))
+        captions = [f"{ev.classes[t]} -> {ev.classes[q]}\n{pp:.2f}" for t, q, pp in
+                    zip(ev.labels[worst].tolist(), ev.predictions[worst].tolist(), p.tolist(), strict=True)]
+        paths.append(save_image_grid(ds.images[worst], captions, out / "mistakes.png", ncols=8,
+                                     title="most confident mistakes (true -> predicted, probability)"))
     return paths

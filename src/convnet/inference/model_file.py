@@ -33,7 +33,8 @@ from convnet.models.resnet import stem_of_weights
 
 
 def save_model(path: str | Path, model: nn.Module, info: ModelInfo) -> None:
-    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items() if v.is_floating_point()}
+    state = {k: v.detach().to("cpu", torch.float32).contiguous()
+             for k, v in model.state_dict().items() if v.is_floating_point()}
     # Integer buffers (BatchNorm's num_batches_tracked) are kept as they are.
     state.update({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not v.is_floating_point()})
     atomic_write(Path(path), lambda tmp: save_file(state, tmp, metadata={"format": FORMAT, "convnet": info.to_json()}))
@@ -72,7 +73,8 @@ class Classifier:
             except (OSError, ValueError, Image.DecompressionBombError) as e:
                 # Pillow's "cannot identify image file" only repeats the path; other reasons (truncated) help,
                 # an OS error's without the path it names ("[Errno 6] ...: '<path>'").
-                reason = "" if isinstance(e, UnidentifiedImageError) else f" ({e.strerror or e})" if isinstance(e, OSError) else f" ({e})"
+                reason = ("" if isinstance(e, UnidentifiedImageError)
+                          else f" ({e.strerror or e})" if isinstance(e, OSError) else f" ({e})")
                 raise DataError(f"{image} is not a readable image{reason}; "
                                 "pass a JPEG, PNG, BMP, GIF, WebP or TIFF file.") from None
         if isinstance(image, torch.Tensor):
@@ -94,7 +96,8 @@ class Classifier:
         faster on them (benchmarks/results/inference_speed.json), and the logits differ from the
         contiguous layout's by float rounding only.
         """
-        return batched_logits(self.model, images, self.info.mean, self.info.std, batch_size, tta=tta, channels_last=True)
+        return batched_logits(self.model, images, self.info.mean, self.info.std, batch_size, tta=tta,
+                              channels_last=True)
 
     def predict(self, images, tta: int = 0) -> torch.Tensor:
         """Class probabilities (N, num_classes) for a uint8 (N, C, H, W) tensor or a list of
@@ -111,7 +114,8 @@ def build_model(info: ModelInfo) -> nn.Module:
         ConfigError: the model does not exist or refuses these arguments, input size or channels.
     """
     try:
-        return create_model(info.model, num_classes=len(info.classes), in_chans=info.in_chans, input_size=info.input_size, **info.model_args)
+        return create_model(info.model, num_classes=len(info.classes), in_chans=info.in_chans,
+                            input_size=info.input_size, **info.model_args)
     except ConvnetError:
         raise
     except (TypeError, ValueError, RuntimeError, AttributeError) as e:  # a builder's own complaint about an argument

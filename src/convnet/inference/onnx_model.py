@@ -79,7 +79,8 @@ class OnnxClassifier:
         self._seconds_per_image = 2 * file_bytes * info.input_size[0] * info.input_size[1] / SLOW_FLOPS
         self._ort = import_onnx("Running .onnx models")[1]
 
-    # Image reading and the softmax read only `info`, `to_input` and `logits`: one definition serves both kinds of model.
+    # Image reading and the softmax read only `info`, `to_input` and `logits`: one definition serves both kinds of
+    # model.
     classes = Classifier.classes
     to_input = Classifier.to_input
     predict = Classifier.predict
@@ -117,13 +118,15 @@ class OnnxClassifier:
         flips and reflect-shifts move pixels and the normalisation is per channel, so they commute
         and the logits are those of `Classifier.logits`.
         """
-        if images.dtype != torch.uint8 or images.dim() != 4 or tuple(images.shape[1:]) != (self.info.in_chans, *self.info.input_size):
+        if (images.dtype != torch.uint8 or images.dim() != 4
+                or tuple(images.shape[1:]) != (self.info.in_chans, *self.info.input_size)):
             raise ValueError(f"images must be uint8 (N, {self.info.in_chans}, {self.info.input_size[0]}, "
                              f"{self.info.input_size[1]}), got {images.dtype} {tuple(images.shape)}")
         if len(images) == 0:
             raise ValueError("no images to evaluate")
         images = images.cpu()
-        return torch.cat([tta_logits(self._run, images[i : i + batch_size], tta) for i in range(0, len(images), batch_size)])
+        return torch.cat([tta_logits(self._run, images[i : i + batch_size], tta)
+                          for i in range(0, len(images), batch_size)])
 
 
 def load_onnx(path: str | Path) -> OnnxClassifier:
@@ -140,7 +143,8 @@ def load_onnx(path: str | Path) -> OnnxClassifier:
     if path.stat().st_size > MAX_MODEL_BYTES:
         raise CheckpointError(f"{path} is larger than {MAX_MODEL_BYTES // 1024**3} GiB, "
                               f"far more than any convnet model; {_DO}.")
-    # Read once: the bytes that are checked are the bytes onnxruntime runs, and it never opens the path (or files beside it) itself.
+    # Read once: the bytes that are checked are the bytes onnxruntime runs, and it never opens the path (or files
+    # beside it) itself.
     data = path.read_bytes()
     try:
         model = onnx.load_model_from_string(data)
@@ -149,14 +153,18 @@ def load_onnx(path: str | Path) -> OnnxClassifier:
     info = _read_info(model, path)
     _check_graph(model, info, path, onnx)
     options = ort.SessionOptions()
-    options.log_severity_level = 4  # its errors come back as exceptions, said here in one sentence; its log lines would be a second one
+    # its errors come back as exceptions, said here in one sentence; its log lines would be a second one
+    options.log_severity_level = 4
     try:
         # Constant folding computes constant subgraphs while the session is created, where no time limit can stop it.
-        session = ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"], disabled_optimizers=["ConstantFolding"])
+        session = ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"],
+                                       disabled_optimizers=["ConstantFolding"])
     except Exception as e:  # onnxruntime's own errors have no common base class; its message names the node
-        raise CheckpointError(f"{path} is an ONNX model that onnxruntime cannot load ({_first_line(e)}); {_DO}.") from None
+        raise CheckpointError(f"{path} is an ONNX model that onnxruntime cannot load ({_first_line(e)}); "
+                              f"{_DO}.") from None
     clf = OnnxClassifier(session, info, str(path), len(data))
-    clf.logits(torch.zeros(2, info.in_chans, *info.input_size, dtype=torch.uint8))  # the probe: refuses at load what would fail on every batch
+    # the probe: refuses at load what would fail on every batch
+    clf.logits(torch.zeros(2, info.in_chans, *info.input_size, dtype=torch.uint8))
     return clf
 
 
@@ -196,7 +204,8 @@ def _dims(value_info) -> list:
 
 def _dtype(value_info, onnx) -> str:
     elem_type = value_info.type.tensor_type.elem_type
-    return onnx.TensorProto.DataType.Name(elem_type).lower() if elem_type in onnx.TensorProto.DataType.values() else f"type {elem_type}"
+    return (onnx.TensorProto.DataType.Name(elem_type).lower() if elem_type in onnx.TensorProto.DataType.values()
+            else f"type {elem_type}")
 
 
 def _is_batched(value_info, shape: list[int]) -> bool:
@@ -223,13 +232,15 @@ def _check_graph(model, info: ModelInfo, path: Path, onnx) -> None:
     inputs = [i for i in graph.input if i.name not in initializer_names]
     c, (h, w) = info.in_chans, info.input_size
     # The batch dimension is symbolic (a name, or none): a fixed one would fail on any other batch size.
-    if len(inputs) != 1 or inputs[0].name != INPUT_NAME or inputs[0].type.tensor_type.elem_type != onnx.TensorProto.UINT8 or not _is_batched(inputs[0], [c, h, w]):
+    if (len(inputs) != 1 or inputs[0].name != INPUT_NAME
+            or inputs[0].type.tensor_type.elem_type != onnx.TensorProto.UINT8 or not _is_batched(inputs[0], [c, h, w])):
         got = ", ".join(f"{i.name[:40]!r} {_dtype(i, onnx)} {_dims(i)}" for i in inputs[:3]) or "none"
         raise CheckpointError(f"{path} does not take one uint8 input {INPUT_NAME!r} of shape [batch, {c}, {h}, {w}] as "
                               f"its metadata says (it takes {got}); {_DO}.")
     outputs = list(graph.output)
     k = len(info.classes)
-    if len(outputs) != 1 or outputs[0].name != OUTPUT_NAME or outputs[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT or not _is_batched(outputs[0], [k]):
+    if (len(outputs) != 1 or outputs[0].name != OUTPUT_NAME
+            or outputs[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT or not _is_batched(outputs[0], [k])):
         raise CheckpointError(f"{path} does not give one float32 output {OUTPUT_NAME!r} of shape [batch, {k}] for its "
                               f"{k} classes; {_DO}.")
     if any(t.data_location == onnx.TensorProto.EXTERNAL or t.external_data for t in _tensors(model, onnx)):
@@ -240,6 +251,8 @@ def _check_graph(model, info: ModelInfo, path: Path, onnx) -> None:
         raise CheckpointError(f"{path} uses operators outside the standard ONNX set "
                               f"(domain {foreign[0][:60]!r}); {_DO}.")
     # Loop, Scan and If carry subgraphs: a feed-forward classifier has none, and a loop could run for ever.
-    looping = next((n.op_type for n in graph.node if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute)), None)
+    looping = next((n.op_type for n in graph.node
+                    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute)),
+                   None)
     if looping is not None:
         raise CheckpointError(f"{path} has control flow ({looping[:40]}), which convnet's exports never have; {_DO}.")

@@ -50,10 +50,12 @@ def rank(clf: RunnableModel, images, k: int = 3, tta: int = 0) -> list[Ranking]:
     """
     k = max(1, min(k, len(clf.classes)))
     p, idx = clf.predict(images, tta=tta).topk(k, dim=1)
-    return [[(clf.classes[i], round(v, 6)) for i, v in zip(row_i, row_p, strict=True)] for row_i, row_p in zip(idx.tolist(), p.tolist(), strict=True)]
+    return [[(clf.classes[i], round(v, 6)) for i, v in zip(row_i, row_p, strict=True)]
+            for row_i, row_p in zip(idx.tolist(), p.tolist(), strict=True)]
 
 
-def predict_files(clf: RunnableModel, paths: Iterable[str | Path], top_k: int = 3, tta: int = 0, batch_size: int = 256) -> Iterator[FileResult]:
+def predict_files(clf: RunnableModel, paths: Iterable[str | Path], top_k: int = 3, tta: int = 0,
+                  batch_size: int = 256) -> Iterator[FileResult]:
     """Top-k classes per file. A file that cannot be read yields an error result; the rest still run."""
     files = expand_paths(paths)
     for start in range(0, len(files), batch_size):

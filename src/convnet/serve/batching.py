@@ -47,7 +47,8 @@ class MicroBatcher(Generic[Item, Result]):
         self._wake: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
         self._last_batch = 1
-        self.batch_sizes: Counter[int] = Counter()  # batch size -> how many batches of that size ran (bounded: sizes <= max_batch)
+        # batch size -> how many batches of that size ran (bounded: sizes <= max_batch)
+        self.batch_sizes: Counter[int] = Counter()
 
     async def submit(self, items: Sequence[Item]) -> list[Result]:
         """The results for `items`, computed in whichever batches they land in.
@@ -101,7 +102,8 @@ class MicroBatcher(Generic[Item, Result]):
         batch = self._take(self.max_batch)
         try:
             await self._run_taken(batch)
-        except asyncio.CancelledError:  # close() while this batch waited or ran: its requests end too, none left waiting
+        except asyncio.CancelledError:
+            # close() while this batch waited or ran: its requests end too, none left waiting
             for _, future in batch:
                 future.cancel()
             raise

@@ -13,7 +13,8 @@ MB = 1_000_000  # bytes; uploads are limited in decimal megabytes, as browsers a
 @dataclass(frozen=True)
 class ServeConfig:
     max_upload_mb: float = 10.0  # largest request body (all files of one upload together); larger -> 413
-    max_pixels: int = 40_000_000  # largest width x height of one image, read from its header before decoding; larger -> 413
+    # largest width x height of one image, read from its header before decoding; larger -> 413
+    max_pixels: int = 40_000_000
     # Most pixels one request may have decoded, all its files together, read from their headers
     # before any is decoded; more -> 413. A few of the largest images: without it, a small request
     # of 35-byte GIFs that each claim a 6000x6600 screen keeps the decoders busy for everyone.

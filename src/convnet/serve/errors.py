@@ -19,7 +19,8 @@ from convnet.serve.uploads import TooLargeError
 
 log = logging.getLogger("convnet.serve")
 
-_WHERE = {"query": "query parameter", "body": "form field", "path": "path parameter", "header": "header", "cookie": "cookie"}
+_WHERE = {"query": "query parameter", "body": "form field", "path": "path parameter", "header": "header",
+          "cookie": "cookie"}
 
 
 def one_line(text: str) -> str:
@@ -62,7 +63,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
-        return _json(422, validation_sentence(errors[0]) if errors else "The request is not valid; see /docs for what this endpoint takes.")
+        return _json(422, validation_sentence(errors[0]) if errors
+                     else "The request is not valid; see /docs for what this endpoint takes.")
 
     @app.exception_handler(ConvnetError)
     async def convnet_error(request: Request, exc: ConvnetError) -> JSONResponse:

@@ -101,7 +101,8 @@ def _unique(names: list[str]) -> list[str]:
 
 
 def read_history(run_dir: Path) -> list[dict] | None:
-    """history.csv as a list of rows with numbers, or None when there is none or it is unreadable (see `read_run_file`)."""
+    """history.csv as a list of rows with numbers, or None when there is none or it is unreadable (see
+    `read_run_file`)."""
     data = read_run_file(RunFiles(run_dir).history_path, MAX_HISTORY_BYTES)
     if data is None:
         return None
@@ -110,7 +111,8 @@ def read_history(run_dir: Path) -> list[dict] | None:
     except (UnicodeDecodeError, csv.Error):
         return None
     # An empty cell (a metric an epoch did not record) is null, not "".
-    return [{k: parse_scalar(v) if v else None for k, v in row.items() if isinstance(k, str) and isinstance(v, str)} for row in rows]
+    return [{k: parse_scalar(v) if v else None for k, v in row.items() if isinstance(k, str) and isinstance(v, str)}
+            for row in rows]
 
 
 def _summary(m: ServedModel) -> tuple[list[dict] | None, int | None]:
@@ -185,6 +187,7 @@ def load_models(paths: list[str | Path], config: ServeConfig) -> list[ServedMode
         model_path = RunFiles(path).model_path if path.is_dir() else path
         m = ServedModel(name, model_path, clf, run_dir, card={})
         m.card = _card(m)
-        m.batchers = {tta: MicroBatcher(_ranker(clf, tta), config.max_batch, config.batch_wait_ms / 1000) for tta in TTA_WEIGHTS}
+        m.batchers = {tta: MicroBatcher(_ranker(clf, tta), config.max_batch, config.batch_wait_ms / 1000)
+                      for tta in TTA_WEIGHTS}
         served.append(m)
     return served

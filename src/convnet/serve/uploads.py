@@ -51,14 +51,16 @@ def open_upload(data: bytes, name: str, max_pixels: int) -> Image.Image:
         TooLargeError: more than `max_pixels` pixels.
         DataError: not an image in one of `FORMATS`.
     """
-    Image.init()  # registers every opener once: `formats` may only name registered ones, and WEBP and TIFF are not preloaded
+    # registers every opener once: `formats` may only name registered ones, and WEBP and TIFF are not preloaded
+    Image.init()
     try:
         img = Image.open(io.BytesIO(data), formats=FORMATS)
     except Image.DecompressionBombError:
         raise TooLargeError(f"{name} claims more pixels than this server decodes; upload a smaller image.") from None
     except Exception:  # whatever a decoder raises on hostile bytes, the file is not an image we can read
         if data.startswith(SIGNATURES):
-            raise DataError(f"{name} starts like an image but is damaged or cut short; upload the whole file again.") from None
+            raise DataError(f"{name} starts like an image but is damaged or cut short; "
+                            "upload the whole file again.") from None
         raise DataError(f"{name} is not an image (its content is none of {FORMAT_NAMES}); "
                         "upload a picture in one of those formats.") from None
     width, height = img.size
@@ -79,8 +81,9 @@ def check_request_pixels(images: list[Image.Image], max_request_pixels: int) -> 
     """Raises TooLargeError when `images` (from `open_upload`) claim more pixels together than `max_request_pixels`."""
     claimed = sum(img.width * img.height for img in images)
     if claimed > max_request_pixels:
-        raise TooLargeError(f"The images of this request claim {claimed:,} pixels together, over this server's limit of {max_request_pixels:,} "
-                            "(--max-request-pixels); send fewer or smaller images per request.")
+        raise TooLargeError(f"The images of this request claim {claimed:,} pixels together, "
+                            f"over this server's limit of {max_request_pixels:,} (--max-request-pixels); "
+                            "send fewer or smaller images per request.")
 
 
 def decode_upload(img: Image.Image, name: str) -> Image.Image:
@@ -98,7 +101,8 @@ def decode_upload(img: Image.Image, name: str) -> Image.Image:
 
 
 def _too_large_body(limit: int) -> bytes:
-    detail = f"The upload is larger than this server's limit of {limit / MB:g} MB (--max-upload-mb); send a smaller file or fewer files."
+    detail = (f"The upload is larger than this server's limit of {limit / MB:g} MB (--max-upload-mb); "
+              "send a smaller file or fewer files.")
     return json.dumps({"detail": detail}).encode()
 
 
@@ -144,7 +148,8 @@ class BodyLimit:
 
     async def _refuse(self, send) -> None:
         body = _too_large_body(self.limit)
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                   (b"connection", b"close")]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -163,7 +168,8 @@ class InMemoryFormRequest(Request):
         content_type, _ = parse_options_header(self.headers.get("Content-Type", ""))
         if self._form is None and content_type == b"multipart/form-data":
             body = await self.body()
-            parser = MultiPartParser(self.headers, self.stream(), max_files=max_files, max_fields=max_fields, max_part_size=max_part_size)
+            parser = MultiPartParser(self.headers, self.stream(), max_files=max_files, max_fields=max_fields,
+                                     max_part_size=max_part_size)
             parser.spool_max_size = len(body)  # no part is larger than the whole body: every part stays in memory
             try:
                 self._form = await parser.parse()
