@@ -94,14 +94,17 @@ def plan_epochs(trainer: TorchTrainer, budget_s: float, group: Group) -> BudgetP
     checkpoint_s = _timed(lambda: _checkpoint_to_scratch(trainer)) if group.main else 0.0
     probe_s = time.perf_counter() - start
     if group.active:  # every rank must plan the same run: the mean of every measurement (rank 0 alone saves)
-        measured = torch.tensor([step_s, frozen_s, validation_s, final_s, checkpoint_s * group.world, epoch_start_s, probe_s], dtype=torch.float64)
-        step_s, frozen_s, validation_s, final_s, checkpoint_s, epoch_start_s, probe_s = (sum_over_ranks(group, measured) / group.world).tolist()
+        measured = torch.tensor([step_s, frozen_s, validation_s, final_s, checkpoint_s * group.world, epoch_start_s,
+                                 probe_s], dtype=torch.float64)
+        step_s, frozen_s, validation_s, final_s, checkpoint_s, epoch_start_s, probe_s = (
+            sum_over_ranks(group, measured) / group.world).tolist()
 
-    rates = Rates(step_s=step_s, frozen_step_s=frozen_s, validation_s=validation_s, checkpoint_s=checkpoint_s, epoch_start_s=epoch_start_s,
-                  final_evaluation_s=final_s, probe_s=probe_s)
+    rates = Rates(step_s=step_s, frozen_step_s=frozen_s, validation_s=validation_s, checkpoint_s=checkpoint_s,
+                  epoch_start_s=epoch_start_s, final_evaluation_s=final_s, probe_s=probe_s)
     epochs, last_steps = fit(rates, trainer.steps_per_epoch, frozen_from, SAFETY * budget_s)
-    return BudgetPlan(budget_s=budget_s, step_s=step_s, frozen_step_s=frozen_s, validation_s=validation_s, checkpoint_s=checkpoint_s,
-                      epoch_start_s=epoch_start_s, final_evaluation_s=final_s, probe_s=probe_s, probe_steps=timed,
+    return BudgetPlan(budget_s=budget_s, step_s=step_s, frozen_step_s=frozen_s, validation_s=validation_s,
+                      checkpoint_s=checkpoint_s, epoch_start_s=epoch_start_s, final_evaluation_s=final_s,
+                      probe_s=probe_s, probe_steps=timed,
                       steps_per_epoch=trainer.steps_per_epoch, epochs=epochs, last_epoch_steps=last_steps,
                       estimated_s=rates.estimate(trainer.steps_per_epoch, frozen_from, epochs, last_steps))
 
@@ -119,10 +122,11 @@ class Rates:
     probe_s: float
 
     def estimate(self, per_epoch: int, frozen_from: int, epochs: int, last_steps: int = 0) -> float:
-        """Seconds of a run of `epochs` of `per_epoch` steps, the last stopping after `last_steps` (0: whole), the probe included;
-        steps after `frozen_from` epochs (0: never) at the frozen rate."""
+        """Seconds of a run of `epochs` of `per_epoch` steps, the last stopping after `last_steps` (0: whole), the
+        probe included; steps after `frozen_from` epochs (0: never) at the frozen rate."""
         steps = (epochs - 1) * per_epoch + (last_steps or per_epoch)
-        learning = min(steps, frozen_from * per_epoch) if frozen_from else steps  # steps that still train the whitening bias
+        # steps that still train the whitening bias
+        learning = min(steps, frozen_from * per_epoch) if frozen_from else steps
         return (self.probe_s + learning * self.step_s + (steps - learning) * self.frozen_step_s
                 + epochs * (self.validation_s + self.checkpoint_s + self.epoch_start_s) + self.final_evaluation_s)
 
@@ -151,7 +155,8 @@ def write_plan(path: Path, plan: BudgetPlan) -> None:
 
 def describe(plan: BudgetPlan) -> str:
     last = f", the last stopping after {plan.last_epoch_steps}" if plan.last_epoch_steps else ""
-    text = (f"time budget {plan.budget_s:.0f} s: {plan.step_s * 1000:.0f} ms per step, {plan.validation_s:.1f} s per validation, "
+    text = (f"time budget {plan.budget_s:.0f} s: {plan.step_s * 1000:.0f} ms per step, "
+            f"{plan.validation_s:.1f} s per validation, "
             f"so {plan.epochs} epochs of {plan.steps_per_epoch} steps{last} (about {plan.estimated_s:.0f} s)")
     if plan.estimated_s > plan.budget_s:
         text += "; even one epoch takes longer than the budget on this machine, so the run will end late"

@@ -42,15 +42,20 @@ class TrainConfig:
     image_size: tuple[int, int] | None = None  # (H, W); None: the data's own size
     channels: int | None = None  # 1 or 3; None: the data's own
     normalize: str = "unit"  # "unit": x/255 as in the tutorial; "standard": per-channel mean/std of the training set
-    stream: bool = False  # image folders: read batches from disk (data.streaming) even when the decoded images would fit in memory
-    memory_budget_mb: int | None = None  # MB (10^6 bytes) of decoded images held in memory, beyond which a folder streams; None: data.streaming.BUDGET_FRACTION of available RAM
-    loader_workers: int = 2  # processes reading a streamed folder's batches ahead of training; 0: read in the training process
+    # image folders: read batches from disk (data.streaming) even when the decoded images would fit in memory
+    stream: bool = False
+    # MB (10^6 bytes) of decoded images held in memory, beyond which a folder streams;
+    # None: data.streaming.BUDGET_FRACTION of available RAM
+    memory_budget_mb: int | None = None
+    # processes reading a streamed folder's batches ahead of training; 0: read in the training process
+    loader_workers: int = 2
     # model
     model: str = "tutorial"  # a name from convnet.models.list_models()
     model_args: dict = field(default_factory=dict)  # the architecture's own arguments, e.g. {"arch": "c32-p-f-d64"}
     # optimisation
     epochs: int = 10
-    time_budget: float | None = None  # seconds: plan the epochs to fit training and the final evaluation in it (training.budget)
+    # seconds: plan the epochs to fit training and the final evaluation in it (training.budget)
+    time_budget: float | None = None
     last_epoch_steps: int = 0  # the last epoch stops after this many steps (a time budget plans it); 0: it is whole
     batch_size: int = 32
     optimizer: str = "adam"  # adam | sgd (Nesterov momentum) | muon (Muon for conv filters, SGD for the rest)
@@ -147,7 +152,8 @@ def _int_in(low: int, high: int | None = None):
 
 def _float_in(low: float, high: float | None, low_open: bool = False, high_open: bool = True):
     def check(v):
-        bad = not _is_float(v) or v < low or (low_open and v == low) or (high is not None and (v > high or (high_open and v == high)))
+        bad = (not _is_float(v) or v < low or (low_open and v == low)
+               or (high is not None and (v > high or (high_open and v == high))))
         if bad:
             lo, hi = ("(" if low_open else "["), ("" if high is None else (")" if high_open else "]"))
             return f"must be a finite number in {lo}{low}, {'inf)' if high is None else f'{high}{hi}'}"
@@ -186,7 +192,8 @@ def _model_args(v):
             return all(plain(i) for i in x)
         return x is None or isinstance(x, (str, bool, int)) or _is_float(x)
 
-    if not isinstance(v, dict) or not all(isinstance(k, str) and k.isidentifier() for k in v) or not all(plain(x) for x in v.values()):
+    if (not isinstance(v, dict) or not all(isinstance(k, str) and k.isidentifier() for k in v)
+            or not all(plain(x) for x in v.values())):
         return "must map argument names to numbers, text, true/false or lists of them"
 
 
@@ -205,7 +212,8 @@ def _run_name(v):
         return "must be a folder name"
     if not v or len(v) > MAX_NAME_LENGTH:
         return f"must be 1 to {MAX_NAME_LENGTH} characters"
-    if v in (".", "..") or any(c in v for c in "/\\") or any(ord(c) < 32 or ord(c) == 127 for c in v) or v.startswith("-"):
+    if (v in (".", "..") or any(c in v for c in "/\\") or any(ord(c) < 32 or ord(c) == 127 for c in v)
+            or v.startswith("-")):
         return "must be a single folder name (no / or \\, not . or .., no control characters, not starting with -)"
 
 

@@ -111,7 +111,8 @@ def join(config: TrainConfig, resuming: bool = False) -> Group:
     if backend == "auto":
         backend = "nccl" if config.device in ("auto", "cuda") and torch.cuda.is_available() else "gloo"
     if backend == "nccl" and not torch.cuda.is_available():
-        fix = 'resume it where GPUs are, or set "dist_backend": "auto" in its config.json' if resuming else "use --dist-backend gloo (or auto) on CPUs"
+        fix = ('resume it where GPUs are, or set "dist_backend": "auto" in its config.json' if resuming
+               else "use --dist-backend gloo (or auto) on CPUs")
         raise refused(f"--dist-backend nccl needs CUDA GPUs and none is visible; {fix}.")
     if backend == "nccl":
         torch.cuda.set_device(local_rank)
@@ -153,7 +154,8 @@ def _all_gather_text(group: Group, text: str) -> list[str]:
     """Every rank's `text`, in rank order (bytes in tensors: nothing is pickled)."""
     data = text.encode()
     if len(data) > MAX_TEXT_BYTES:
-        raise ValueError(f"{len(data)} bytes of text to gather; at most {MAX_TEXT_BYTES}")  # a bug: callers keep their texts short
+        # a bug: callers keep their texts short
+        raise ValueError(f"{len(data)} bytes of text to gather; at most {MAX_TEXT_BYTES}")
     device = _comm_device()
     sizes = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(group.world)]
     dist.all_gather(sizes, torch.tensor([len(data)], dtype=torch.int64, device=device))
@@ -306,7 +308,8 @@ def use_global_batchnorm(model: nn.Module) -> int:
     return changed
 
 
-def scaled_loss(group: Group, logits: torch.Tensor, labels: torch.Tensor, global_count: int, label_smoothing: float) -> torch.Tensor:
+def scaled_loss(group: Group, logits: torch.Tensor, labels: torch.Tensor, global_count: int,
+                label_smoothing: float) -> torch.Tensor:
     """The loss whose DDP-averaged gradient is the global batch's mean-loss gradient.
 
     DDP averages the ranks' gradients (divides their sum by `world`), so each rank contributes

@@ -100,7 +100,8 @@ class EpochLoop(ABC):
         cfg = self.config
         for epoch in range(self.start_epoch, cfg.epochs):
             cut = self.stops_after(epoch)
-            train_loss, train_acc, seconds = self.train_epoch(epoch) if cut is None else self.train_epoch(epoch, max_steps=cut)
+            train_loss, train_acc, seconds = (self.train_epoch(epoch) if cut is None
+                                              else self.train_epoch(epoch, max_steps=cut))
             val_loss, val_acc = self.validate()
             row = dict(
                 epoch=epoch + 1, train_loss=round(train_loss, 6), train_acc=round(train_acc, 6),
@@ -120,7 +121,8 @@ class EpochLoop(ABC):
         return metrics
 
     def stops_after(self, epoch: int) -> int | None:
-        """The steps after which `epoch` (0-based) stops: `last_epoch_steps` in the last epoch, else None (all of them)."""
+        """The steps after which `epoch` (0-based) stops: `last_epoch_steps` in the last epoch,
+        else None (all of them)."""
         cfg = self.config
         return (cfg.last_epoch_steps or None) if epoch == cfg.epochs - 1 else None
 

@@ -121,7 +121,8 @@ def lr_factors(optimizer: torch.optim.Optimizer, model: nn.Module, config: Train
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer of `config` over `model`'s parameters; the whitening bias (with `whiten_bias_epochs`) in a group of its own."""
+    """The optimizer of `config` over `model`'s parameters; the whitening bias (with `whiten_bias_epochs`) in a group
+    of its own."""
     params = [p for p in model.parameters() if p.requires_grad]
     muon = config.optimizer == "muon"
     if muon and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):

@@ -40,12 +40,14 @@ def prepare_data(config: TrainConfig) -> TrainData:
     return TrainData(train, val, mean, std)
 
 
-def _load(config: TrainConfig, split: str, size: tuple[int, int] | None, chans: int | None, stream: bool) -> Dataset | StreamedSplit:
+def _load(config: TrainConfig, split: str, size: tuple[int, int] | None, chans: int | None,
+          stream: bool) -> Dataset | StreamedSplit:
     """One split, streamed when asked or when an image folder's would not fit the memory budget."""
     source = resolve_source(config.data)
     if source.kind != "image-folder":
         if stream and split == "train":
-            warnings.warn(f"--stream reads image folders; {config.data or 'cifar10'} is held in memory.", image_folder.DataWarning, stacklevel=3)
+            warnings.warn(f"--stream reads image folders; {config.data or 'cifar10'} is held in memory.",
+                          image_folder.DataWarning, stacklevel=3)
         return load_dataset(config.data, split, image_size=size, channels=chans)
     found = image_folder.scan_folder(source.path, split, size, chans)
     budget = streaming.memory_budget(config.memory_budget_mb)
@@ -53,8 +55,9 @@ def _load(config: TrainConfig, split: str, size: tuple[int, int] | None, chans: 
         return image_folder.load_scanned(found)
     if not stream:
         warnings.warn(
-            f"The {found.split} images of {source.path} take {size_text(found.decoded_bytes)} decoded, over the memory budget of "
-            f"{size_text(budget)}; they are streamed from disk (--memory-budget-mb sets the budget).",
+            f"The {found.split} images of {source.path} take {size_text(found.decoded_bytes)} decoded, "
+            f"over the memory budget of {size_text(budget)}; they are streamed from disk "
+            "(--memory-budget-mb sets the budget).",
             image_folder.DataWarning,
             stacklevel=3,
         )

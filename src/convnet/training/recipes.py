@@ -35,8 +35,9 @@ from convnet.training.config import TrainConfig
 _BATCH = 1000
 _HEAD_LR = 0.67 * 2000 * (9 / 256) ** 2 * _BATCH / 2000
 _FAST = TrainConfig(
-    recipe="fast", model="airnet", epochs=10, whiten_bias_epochs=3, batch_size=_BATCH, optimizer="muon", muon_lr=0.24 * (_BATCH / 2000) ** 0.5,
-    muon_momentum=0.6, lr=_HEAD_LR, momentum=0.85, weight_decay=0.004 * _BATCH / 2000 / _HEAD_LR, bias_lr_scale=64.0,
+    recipe="fast", model="airnet", epochs=10, whiten_bias_epochs=3, batch_size=_BATCH, optimizer="muon",
+    muon_lr=0.24 * (_BATCH / 2000) ** 0.5, muon_momentum=0.6, lr=_HEAD_LR, momentum=0.85,
+    weight_decay=0.004 * _BATCH / 2000 / _HEAD_LR, bias_lr_scale=64.0,
     bias_decay=True, schedule="linear", label_smoothing=0.2, normalize="standard",
     augment=AugmentConfig(flip="alternating", translate=2), tta=2, eval_batch_size=1000,
 )

@@ -50,7 +50,8 @@ class RunFolder(RunFiles):
         try:
             runs.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise ConfigError(f"Cannot make the runs folder {runs} ({e.strerror or e}); pick another --runs-dir.") from None
+            raise ConfigError(f"Cannot make the runs folder {runs} ({e.strerror or e}); "
+                              "pick another --runs-dir.") from None
         run = cls(runs / name)
         run.made_folder = cls._claim(run.path)
         try:
@@ -136,7 +137,8 @@ class RunFolder(RunFiles):
         try:
             d = json.loads(self.config_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-            raise CheckpointError(f"{self.config_path} is not valid JSON ({e}); restore it or start a new run.") from None
+            raise CheckpointError(f"{self.config_path} is not valid JSON ({e}); "
+                                  "restore it or start a new run.") from None
         try:
             return TrainConfig.from_dict(d)
         except ConvnetError as e:
@@ -144,7 +146,8 @@ class RunFolder(RunFiles):
 
     @staticmethod
     def check_history(rows) -> None:
-        """Rows as `write_history` takes them: exactly HISTORY_FIELDS, each a number or None (a resume state's history may be edited or crafted).
+        """Rows as `write_history` takes them: exactly HISTORY_FIELDS, each a number or None (a resume state's history
+        may be edited or crafted).
 
         Raises:
             ValueError: the first row that is not.

@@ -29,11 +29,15 @@ def _check(config: TrainConfig) -> str:
         raise ConfigError(f"--engine scratch trains the tutorial and --arch networks, not {config.model!r}; "
                           "use --engine torch.")
     unsupported = [
-        flag for flag, off in (("--schedule", config.schedule == "constant"), ("--warmup-epochs", config.warmup_epochs == 0),
+        flag for flag, off in (("--schedule", config.schedule == "constant"),
+                               ("--warmup-epochs", config.warmup_epochs == 0),
                                ("--ema", config.ema == 0), ("--label-smoothing", config.label_smoothing == 0),
-                               ("--flip/--translate/--cutout", config.augment.flip == "none" and not config.augment.translate and not config.augment.cutout),
+                               ("--flip/--translate/--cutout",
+                                config.augment.flip == "none" and not config.augment.translate
+                                and not config.augment.cutout),
                                ("--tta", config.tta == 0), ("--whiten-bias-epochs", config.whiten_bias_epochs == 0),
-                               ("--time-budget", config.time_budget is None), ("--last-epoch-steps", config.last_epoch_steps == 0),
+                               ("--time-budget", config.time_budget is None),
+                               ("--last-epoch-steps", config.last_epoch_steps == 0),
                                ("--weight-decay with adam", config.optimizer == "sgd" or config.weight_decay == 0))
         if not off
     ]
@@ -55,14 +59,17 @@ class ScratchTrainer(EpochLoop):
             raise ConfigError("--engine scratch holds its images in memory, and this folder streams (--stream, or "
                               "larger than the memory budget); use --engine torch.")
         c, h, w = data.train.image_shape
-        self.net = network.build_network(spec, len(data.train.classes), c, (h, w), dtype=np.float32, rng=np.random.default_rng(config.seed))
+        self.net = network.build_network(spec, len(data.train.classes), c, (h, w), dtype=np.float32,
+                                         rng=np.random.default_rng(config.seed))
         if config.optimizer == "adam":
             # eps as in the torch engine (Keras's 1e-7), so both engines train the same recipe.
             self.optimizer = optim.Adam(self.net.parameters(), lr=config.lr, eps=1e-7, weight_decay=config.weight_decay)
         else:
-            self.optimizer = optim.SGD(self.net.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=True)
+            self.optimizer = optim.SGD(self.net.parameters(), lr=config.lr, momentum=config.momentum,
+                                       weight_decay=config.weight_decay, nesterov=True)
         self.x, self.y = _float_images(data.train.images, data.mean, data.std), data.train.labels.numpy()
-        self.val = None if data.val is None else (_float_images(data.val.images, data.mean, data.std), data.val.labels.numpy())
+        self.val = (None if data.val is None
+                    else (_float_images(data.val.images, data.mean, data.std), data.val.labels.numpy()))
         self.torch_model = build_model(model_info(config, data, {}))
 
     lr = property(lambda self: self.config.lr)
@@ -77,7 +84,8 @@ class ScratchTrainer(EpochLoop):
             seen["n"] += n
             seen["loss"] += loss * n
             seen["hits"] += acc * n
-            bar.set_postfix(loss=f"{seen['loss'] / seen['n']:.3f}", acc=f"{seen['hits'] / seen['n']:.3f}", refresh=False)
+            bar.set_postfix(loss=f"{seen['loss'] / seen['n']:.3f}", acc=f"{seen['hits'] / seen['n']:.3f}",
+                            refresh=False)
             bar.update(n)
 
         # One BLAS thread: the engine's matrix products are small, and OpenBLAS threads that

@@ -127,7 +127,8 @@ def check_tensors(what: str, saved, live: dict[str, torch.Tensor]) -> None:
     """
     if not isinstance(saved, dict):
         raise ValueError(f"its {what} is a {type(saved).__name__}, not a set of named tensors")
-    found = first_mismatch({name: getattr(value, "shape", None) for name, value in saved.items()}, {name: t.shape for name, t in live.items()})
+    found = first_mismatch({name: getattr(value, "shape", None) for name, value in saved.items()},
+                           {name: t.shape for name, t in live.items()})
     if found is not None and found[0] == "missing":
         raise ValueError(f"its {what} lacks the tensor {found[1]!r}")
     if found is not None and found[0] == "extra":
@@ -152,7 +153,8 @@ def check_optimizer(saved, optimizer: torch.optim.Optimizer) -> None:
                          f"{type(optimizer).__name__} optimizer")
     groups = saved["param_groups"]
     if not isinstance(groups, list) or len(groups) != len(live["param_groups"]):
-        count = f"{len(groups)} parameter groups" if isinstance(groups, list) else f"parameter groups that are {_what_is(groups)}"
+        count = (f"{len(groups)} parameter groups" if isinstance(groups, list)
+                 else f"parameter groups that are {_what_is(groups)}")
         raise ValueError(f"its optimizer has {count} where the run's has {len(live['param_groups'])}")
     shapes, group_of = {}, {}
     for i, (group, want, params) in enumerate(zip(groups, live["param_groups"], optimizer.param_groups, strict=True)):
@@ -181,7 +183,8 @@ def _check_group(i: int, group, want: dict) -> None:
         raise ValueError(f"its optimizer's parameter group {i} is {_what_is(group)}")
     missing, extra = [k for k in want if k not in group], [k for k in group if k not in want]
     if missing or extra:
-        raise ValueError(f"its optimizer's parameter group {i} " + (f"lacks {missing[0]!r}" if missing else f"has an unknown setting {reprlib.repr(extra[0])}"))
+        raise ValueError(f"its optimizer's parameter group {i} "
+                         + (f"lacks {missing[0]!r}" if missing else f"has an unknown setting {reprlib.repr(extra[0])}"))
     if group["params"] != want["params"]:
         raise ValueError(f"its optimizer's parameter group {i} holds other parameters than the run's")
     for key, value in want.items():
@@ -212,7 +215,8 @@ def _fits(value, like) -> bool:
     for a number (int and float alike), and element by element for a list or tuple (a tuple,
     such as Adam's betas, comes back from JSON as a list)."""
     if isinstance(like, (list, tuple)):
-        return isinstance(value, (list, tuple)) and len(value) == len(like) and all(_fits(v, w) for v, w in zip(value, like, strict=True))
+        return (isinstance(value, (list, tuple)) and len(value) == len(like)
+                and all(_fits(v, w) for v, w in zip(value, like, strict=True)))
     if is_int(like) or isinstance(like, float):
         return (is_int(value) or isinstance(value, float)) and math.isfinite(value)
     return type(value) is type(like)

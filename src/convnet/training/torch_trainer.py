@@ -28,7 +28,16 @@ from convnet.inference.allocator import keep_freed_memory
 from convnet.inference.model_file import build_model, save_model
 from convnet.inference.runtime import autocast, autocast_dtype, batched_logits, resolve_device
 from convnet.training.config import TrainConfig
-from convnet.training.distributed import SINGLE, Group, device_of, on_rank_0, scaled_loss, shard, sum_over_ranks, use_global_batchnorm
+from convnet.training.distributed import (
+    SINGLE,
+    Group,
+    device_of,
+    on_rank_0,
+    scaled_loss,
+    shard,
+    sum_over_ranks,
+    use_global_batchnorm,
+)
 from convnet.training.ema import WeightAverage
 from convnet.training.loop import EpochLoop, TrainData, TrainingDiverged, epoch_seed, model_info
 from convnet.training.optim import build_optimizer, lr_factors, whitening_layer
@@ -50,7 +59,8 @@ class TorchTrainer(EpochLoop):
         keep_freed_memory()
         self.amp = autocast_dtype(config.precision, self.device, config.compile)
         # A streamed split is read by loader workers, each rank only its slice of a global batch (data.streaming).
-        self.source = batch_source(data.train, config.batch_size, self.device, config.loader_workers, (lambda n: shard(group, n)) if group.active else None)
+        self.source = batch_source(data.train, config.batch_size, self.device, config.loader_workers,
+                                   (lambda n: shard(group, n)) if group.active else None)
         torch.manual_seed(config.seed)
         self.model = build_model(model_info(config, data, {}))
         if hasattr(self.model, "init_from_data"):
@@ -62,17 +72,20 @@ class TorchTrainer(EpochLoop):
             self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.model, config)
         # Past --whiten-bias-epochs the whitening layer detaches its bias (`train_epoch` tells it when). DDP needs
-        # a fixed set of learning parameters, so under torchrun the bias keeps its gradient and its zero rate alone holds it still.
+        # a fixed set of learning parameters, so under torchrun the bias keeps its gradient and its zero rate alone
+        # holds it still.
         self.whitening = None if group.active else whitening_layer(self.model, config)
         self.steps_per_epoch = self.source.steps_per_epoch
         self.report_every = max(1, min(25, self.steps_per_epoch // 20))  # progress-bar updates: ~20 per epoch
         last = min(self.stops_after(config.epochs - 1) or self.steps_per_epoch, self.steps_per_epoch)
-        total, warmup = (config.epochs - 1) * self.steps_per_epoch + last, round(config.warmup_epochs * self.steps_per_epoch)
+        total, warmup = ((config.epochs - 1) * self.steps_per_epoch + last,
+                         round(config.warmup_epochs * self.steps_per_epoch))
 
         def schedule(step: int) -> float:
             return lr_factor(step, total, warmup, config.schedule)
 
-        self.lr_factors = lr_factors(self.optimizer, self.model, config, self.steps_per_epoch, schedule)  # one per parameter group
+        # one per parameter group
+        self.lr_factors = lr_factors(self.optimizer, self.model, config, self.steps_per_epoch, schedule)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factors)
         self.ema = WeightAverage(self.model, config.ema) if config.ema else None
         self.forward = self._wrapped(config)
@@ -126,7 +139,8 @@ class TorchTrainer(EpochLoop):
         # saved numbers: the run repeats exactly, and a learning rate edited there takes effect.
         steps = state["epoch"] * self.steps_per_epoch
         self.scheduler.last_epoch = steps
-        for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs, self.lr_factors, strict=True):
+        for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs, self.lr_factors,
+                                       strict=True):
             group["initial_lr"] = base
             group["lr"] = base * factor(steps)
         if self.ema is not None:
@@ -138,7 +152,8 @@ class TorchTrainer(EpochLoop):
     def eval_model(self) -> nn.Module:
         return self.ema.model if self.ema is not None else self.model
 
-    def train_epoch(self, epoch: int, max_steps: int | None = None, on_step: Callable[[], None] | None = None) -> tuple[float, float, float]:
+    def train_epoch(self, epoch: int, max_steps: int | None = None,
+                    on_step: Callable[[], None] | None = None) -> tuple[float, float, float]:
         """One pass over the training set (or its first `max_steps` steps: training.budget's probe,
         which times each step through `on_step`, called as each one ends)."""
         cfg = self.config
@@ -212,7 +227,8 @@ class TorchTrainer(EpochLoop):
         if self.group.active:  # each rank scores its slice of the split; the sums are added up
             part = shard(self.group, len(labels))
             logits = self._logits(val, part, tta)
-            local = torch.stack([F.cross_entropy(logits, labels[part], reduction="sum").double(), (logits.argmax(1) == labels[part]).sum().double()])
+            local = torch.stack([F.cross_entropy(logits, labels[part], reduction="sum").double(),
+                                 (logits.argmax(1) == labels[part]).sum().double()])
             loss_sum, hits = sum_over_ranks(self.group, local).tolist()
             return loss_sum / len(labels), hits / len(labels)
         logits = self._logits(val, slice(None), tta)
@@ -223,11 +239,13 @@ class TorchTrainer(EpochLoop):
         cfg = self.config
 
         def logits(images: torch.Tensor) -> torch.Tensor:
-            return batched_logits(self.eval_model, images, self.data.mean, self.data.std, cfg.eval_batch_size, self.amp, tta, cfg.channels_last)
+            return batched_logits(self.eval_model, images, self.data.mean, self.data.std, cfg.eval_batch_size, self.amp,
+                                  tta, cfg.channels_last)
 
         if isinstance(split, Dataset):
             return logits(split.images[part])
-        return torch.cat([logits(split.read(rows)) for rows in torch.arange(len(split))[part].split(cfg.eval_batch_size)])
+        return torch.cat([logits(split.read(rows))
+                          for rows in torch.arange(len(split))[part].split(cfg.eval_batch_size)])
 
     @property
     def lr(self) -> float:
@@ -239,7 +257,8 @@ class TorchTrainer(EpochLoop):
 
     def save(self, epoch: int) -> None:
         """Rank 0 writes; every rank learns whether it could, so none trains on alone."""
-        on_rank_0(self.group, lambda: self.write_checkpoint(self.run, epoch), "Rank 0 could not write the run folder (its error says why); every rank stopped.")
+        on_rank_0(self.group, lambda: self.write_checkpoint(self.run, epoch),
+                  "Rank 0 could not write the run folder (its error says why); every rank stopped.")
 
     def write_checkpoint(self, run: RunFolder, epoch: int) -> None:
         """What each epoch leaves in `run`: the model file, history.csv and the resume state after `epoch`.
@@ -249,7 +268,8 @@ class TorchTrainer(EpochLoop):
         """
         # The resume state last: a kill before it leaves the state one epoch behind the model file
         # and history.csv, and resuming from it redoes that epoch identically (and rewrites both).
-        save_model(run.model_path, self.eval_model, model_info(self.config, self.data, self.history[-1] if self.history else {}))
+        save_model(run.model_path, self.eval_model,
+                   model_info(self.config, self.data, self.history[-1] if self.history else {}))
         run.write_history(self.history)
         run.save_state({
             "epoch": epoch + 1,

@@ -44,7 +44,8 @@ def train(config: TrainConfig, progress: bool = True) -> RunResult:
         run = _create_run(config, group)  # next: a taken name or a bad --runs-dir stops every rank
         try:
             data = prepare_data(config)
-            _check_same_data(config, data, group)  # before the ranks' first collective on it, which would fail in gloo or DDP
+            # before the ranks' first collective on it, which would fail in gloo or DDP
+            _check_same_data(config, data, group)
             trainer = _engine(config, data, run, progress, group)
             plan = None
             if config.time_budget is not None:
@@ -52,12 +53,14 @@ def train(config: TrainConfig, progress: bool = True) -> RunResult:
                 clock = time.perf_counter()  # the plan's own time is plan.probe_s
                 config = replace(config, epochs=plan.epochs, last_epoch_steps=plan.last_epoch_steps)
                 trainer = _engine(config, data, run, progress, group)  # built afresh: the probe trained its own copy
-            distributed.on_rank_0(group, lambda: _write_start(trainer, run, plan), "Rank 0 could not write the run folder (its error says why); no rank trained.")
+            distributed.on_rank_0(group, lambda: _write_start(trainer, run, plan),
+                                  "Rank 0 could not write the run folder (its error says why); no rank trained.")
             if plan is not None:
                 trainer.say(budget.describe(plan))
         except BaseException:
             if group.main:
-                run.discard()  # nothing trained (unreadable data, a setting the model refuses, Ctrl-C): no half-made folder
+                # nothing trained (unreadable data, a setting the model refuses, Ctrl-C): no half-made folder
+                run.discard()
             raise
         result = _fit(trainer, run, group)
         if plan is not None and group.main:
@@ -79,7 +82,8 @@ def resume(run_dir: str | Path, progress: bool = True) -> RunResult:
         raise ConvnetError("Runs of the scratch engine cannot be resumed; "
                            "start the run again (it is a small-data engine).")
     eager = config.compile and resolve_device(config.device).type == "cpu"
-    if eager:  # compiled on a GPU, resumed on the CPU, where compiling is refused (inference.runtime): the weights are the same
+    # compiled on a GPU, resumed on the CPU, where compiling is refused (inference.runtime): the weights are the same
+    if eager:
         config = replace(config, compile=False)
     group = distributed.join(config, resuming=True)
     try:
@@ -123,7 +127,8 @@ def _data_facts(data: TrainData) -> dict[str, str]:
     for name, split in (("training", data.train), ("validation", data.val)):
         if split is not None:
             facts[f"{name} labels"] = _digest(split.labels)
-        if isinstance(split, Dataset):  # a streamed split's pixels stay on disk: reading them all would be an epoch's work
+        # a streamed split's pixels stay on disk: reading them all would be an epoch's work
+        if isinstance(split, Dataset):
             facts[f"{name} pixels"] = _digest(split.images)
     return facts
 
@@ -140,7 +145,8 @@ def _digest(data: bytes | torch.Tensor) -> str:
     return hashlib.blake2b(data, digest_size=6).hexdigest()
 
 
-def _engine(config: TrainConfig, data: TrainData, run: RunFolder, progress: bool, group: distributed.Group) -> EpochLoop:
+def _engine(config: TrainConfig, data: TrainData, run: RunFolder, progress: bool,
+            group: distributed.Group) -> EpochLoop:
     if group.active:
         return TorchTrainer(config, data, run, progress, group)  # distributed.join refused other engines
     return ENGINES[config.engine](config, data, run, progress)
@@ -150,7 +156,8 @@ def _create_run(config: TrainConfig, group: distributed.Group) -> RunFolder:
     """Rank 0 makes the run folder; every rank learns its path, or that it could not be made."""
     if not group.active:
         return RunFolder.create(config)
-    run = distributed.on_rank_0(group, lambda: RunFolder.create(config), "Rank 0 could not make the run folder (its error says why); no rank trained.")
+    run = distributed.on_rank_0(group, lambda: RunFolder.create(config),
+                                "Rank 0 could not make the run folder (its error says why); no rank trained.")
     path = distributed.broadcast_text(group, str(run.path) if run else "")
     return run or RunFolder(Path(path))
 
