@@ -24,7 +24,8 @@ from convnet.data.streaming import open_streamed
 from convnet.errors import ConvnetError
 from tests.refusals.conftest import assert_one_sentence, no_hang
 
-pytestmark = [pytest.mark.filterwarnings("ignore::convnet.data.image_folder.DataWarning"), pytest.mark.filterwarnings("ignore::convnet.data.cache.CacheWarning")]
+pytestmark = [pytest.mark.filterwarnings("ignore::convnet.data.image_folder.DataWarning"),
+              pytest.mark.filterwarnings("ignore::convnet.data.cache.CacheWarning")]
 
 KEY = "0123456789abcdef-fedcba9876543210"  # shaped like a cache key, made by no folder
 
@@ -79,7 +80,8 @@ def test_prune_and_clear_delete_only_files_named_like_entries(name, command, con
     listed = convnet("cache")
     assert listed.status == 0 and listed.out.startswith("2 entries"), listed.out
     outcome = convnet("cache", command)
-    assert outcome.status == 0 and outcome.out.startswith(f"deleted {1 if command == '--prune' else 2} of 2 entries"), outcome.out
+    assert (outcome.status == 0
+            and outcome.out.startswith(f"deleted {1 if command == '--prune' else 2} of 2 entries")), outcome.out
     assert (_cache() / name).read_bytes() == b"the user's own file"
     assert not (_cache() / f"{KEY}.npz").exists()
 
@@ -101,7 +103,8 @@ def test_a_cache_folder_that_is_a_link_is_refused_and_nothing_behind_it_is_delet
     outcome = convnet("cache", *command)
     assert outcome.status == 2
     assert_one_sentence(outcome.err, str(_cache()), "link")
-    assert sorted(p.name for p in linked_cache.iterdir()) == sorted(["notes.json", "data.npz", f"{KEY}.npz", f"{KEY}.json"])
+    assert sorted(p.name for p in linked_cache.iterdir()) == sorted(["notes.json", "data.npz", f"{KEY}.npz",
+                                                                     f"{KEY}.json"])
     assert all(p.read_bytes() == b"the user's own file" for p in linked_cache.iterdir())
 
 
@@ -157,7 +160,8 @@ def _rewrite_member(npz: bytes, member: str, header: dict) -> bytes:
             if info.filename == member:
                 body = io.BytesIO(data)
                 version = np.lib.format.read_magic(body)
-                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
                 read_header(body)
                 head = io.BytesIO()
                 np.lib.format.write_array_header_1_0(head, header)
@@ -174,7 +178,8 @@ def _flip_a_bit(data: bytes) -> bytes:
 DAMAGE = {
     "truncated": lambda data, big: data[: len(data) // 2],
     "bit flipped (bad CRC)": lambda data, big: _flip_a_bit(data),
-    "header of shape 10**12": lambda data, big: _rewrite_member(data, big, {"descr": "|u1", "fortran_order": False, "shape": (10**12,)}),
+    "header of shape 10**12": lambda data, big: _rewrite_member(data, big, {"descr": "|u1", "fortran_order": False,
+                                                                            "shape": (10**12,)}),
     "empty": lambda data, big: b"",
 }
 

@@ -25,7 +25,8 @@ GARBAGE = ("nan", "-1", "zzz", "", "3x3x3")  # not a number, negative, a word, e
 
 @pytest.fixture(autouse=True)
 def no_serving(monkeypatch):
-    """`serve` with arguments it accepts returns at once (exit 0, a failure for a garbage case) instead of serving forever."""
+    """`serve` with arguments it accepts returns at once (exit 0, a failure for a garbage case) instead of serving
+    forever."""
     uvicorn = pytest.importorskip("uvicorn")
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)
 
@@ -64,8 +65,9 @@ def valid_arguments(command: str, files: dict[str, Path], tmp: Path) -> tuple[li
     model, image, data = str(files["model"]), str(files["image"]), str(files["data"])
     return {
         # --model spec with --model-arg, not --arch: --arch would override a garbage --model
-        "train": ([], {"--data": [data], "--model": ["spec"], "--model-arg": ["arch=c4-p-f-d8"], "--epochs": ["1"], "--batch-size": ["8"],
-                       "--device": ["cpu"], "--runs-dir": [str(tmp / "runs")], "--name": ["g"], "--quiet": []}),
+        "train": ([], {"--data": [data], "--model": ["spec"], "--model-arg": ["arch=c4-p-f-d8"], "--epochs": ["1"],
+                       "--batch-size": ["8"], "--device": ["cpu"], "--runs-dir": [str(tmp / "runs")], "--name": ["g"],
+                       "--quiet": []}),
         "evaluate": ([model], {"--data": [data], "--out": [str(tmp / "eval")]}),
         "predict": ([model, image], {}),
         "summary": ([], {}),
@@ -73,8 +75,10 @@ def valid_arguments(command: str, files: dict[str, Path], tmp: Path) -> tuple[li
         "explain": ([], {}),
         "features": ([model, image], {"--out": [str(tmp / "features")]}),
         "cam": ([model, image], {"--out": [str(tmp / "cam")]}),
-        "serve": ([model], {"--host": ["127.0.0.1"], "--port": ["0"]}),  # port 0: any free one; `no_serving` stops it before it serves
-        "export": ([model], {"--format": ["triton"], "--out": [str(tmp / "triton")]}),  # triton: the format that reads every option
+        # port 0: any free one; `no_serving` stops it before it serves
+        "serve": ([model], {"--host": ["127.0.0.1"], "--port": ["0"]}),
+        # triton: the format that reads every option
+        "export": ([model], {"--format": ["triton"], "--out": [str(tmp / "triton")]}),
         "cache": ([], {}),
     }[command]
 
@@ -85,7 +89,8 @@ ACCEPTED = {
     ("train", "--name"): (("", "-1", "a/b", "..", "@abs"), "nan, zzz and 3x3x3 are plain folder names"),
     ("train", "--image-size"): (("nan", "-1", "zzz", "", "0", "3x3x3", "5000"), "3x3 would be a size"),
     ("train", "--data"): (("nan", "-1", "zzz", "", "@notes", "@image"), "paths"),
-    ("evaluate", "--out"): (("@notes", "@notes/below", "a\0b"), "any folder name is an output folder ('' is the default)"),
+    ("evaluate", "--out"): (("@notes", "@notes/below", "a\0b"),
+                            "any folder name is an output folder ('' is the default)"),
     ("features", "--out"): (("@notes", "@notes/below", "a\0b"), "any folder name is an output folder"),
     ("cam", "--out"): (("@notes", "@notes/below", "a\0b"), "any folder name is an output folder"),
     ("summary", "--input"): (("nan", "-1", "zzz", "", "3x3", "0x8x8", "3x8x8x8", "3x1x1"), "3x3x3 is a shape"),
@@ -122,9 +127,11 @@ def cases() -> list:
             if isinstance(action, argparse._HelpAction):
                 continue
             option = action.option_strings[-1] if action.option_strings else action.dest
-            values = ACCEPTED.get((command, option), (GARBAGE, ""))[0] if action.nargs != 0 else ("zzz",)  # --flag=zzz: a value for a flag
+            # --flag=zzz: a value for a flag
+            values = ACCEPTED.get((command, option), (GARBAGE, ""))[0] if action.nargs != 0 else ("zzz",)
             for value in values:
-                found.append(pytest.param(command, option, bool(action.option_strings), value, id=f"{command} {option} {value!r}"))
+                found.append(pytest.param(command, option, bool(action.option_strings), value,
+                                          id=f"{command} {option} {value!r}"))
     return found
 
 
@@ -132,8 +139,10 @@ def tree(root: Path) -> set[str]:
     return {str(Path(d, n).relative_to(root)) for d, dirs, names in os.walk(root) for n in dirs + names}
 
 
-def argv_for(command: str, files, tmp: Path, option: str | None = None, is_option: bool = True, value: str = "") -> list[str]:
-    """The valid arguments, `option` (if any) set to `value`: options as --opt=VALUE, so "-1" is a value, and a flag gets --flag=VALUE."""
+def argv_for(command: str, files, tmp: Path, option: str | None = None, is_option: bool = True,
+             value: str = "") -> list[str]:
+    """The valid arguments, `option` (if any) set to `value`: options as --opt=VALUE, so "-1" is a value, and a flag
+    gets --flag=VALUE."""
     for name, path in {"@notes": files["notes"], "@image": files["image"], "@abs": tmp / "abs"}.items():
         value = value.replace(name, str(path))
     positionals, options = valid_arguments(command, files, tmp)
@@ -143,13 +152,16 @@ def argv_for(command: str, files, tmp: Path, option: str | None = None, is_optio
         options = {**options, option: [value]}
     else:
         names = [a.dest for a in subcommand(command)._actions if not a.option_strings]
-        positionals = [value if name == option else given for name, given in zip(names[:len(positionals)], positionals, strict=True)]
+        positionals = [value if name == option else given
+                       for name, given in zip(names[:len(positionals)], positionals, strict=True)]
     flags = [f"{k}={v}" for k, vs in options.items() for v in vs] + [k for k, vs in options.items() if not vs]
-    return [command, *flags, *(["--", *positionals] if positionals else [])]  # after "--" a positional "-1" is not taken for an option
+    # after "--" a positional "-1" is not taken for an option
+    return [command, *flags, *(["--", *positionals] if positionals else [])]
 
 
 @pytest.mark.parametrize(("command", "option", "is_option", "value"), cases())
-def test_garbage_for_any_option_is_exit_2_without_a_traceback(command, option, is_option, value, files, tmp_path, monkeypatch, capsys):
+def test_garbage_for_any_option_is_exit_2_without_a_traceback(command, option, is_option, value, files, tmp_path,
+                                                              monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # a relative path that slips through lands where the test looks
     argv = argv_for(command, files, tmp_path, option, is_option, value)
     result = run_cli(capsys, *argv)

@@ -77,7 +77,8 @@ BAD_VALUES: dict[str, list] = {
 }
 
 # augment's own keys, inside config.json (TrainConfig itself takes an AugmentConfig, refused above as anything else)
-BAD_AUGMENT = {"flip": ["sideways", "", None, 1], "translate": [-1, 1.5, "2", True, NAN], "cutout": [-1, "8", 2**31], "flip_seed": [-1, True, 0.5]}
+BAD_AUGMENT = {"flip": ["sideways", "", None, 1], "translate": [-1, 1.5, "2", True, NAN], "cutout": [-1, "8", 2**31],
+               "flip_seed": [-1, True, 0.5]}
 
 
 def table(bad: dict[str, list]) -> list:
@@ -91,7 +92,8 @@ def table(bad: dict[str, list]) -> list:
 
 
 FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
-CASES = table({field: values for field, values in BAD_VALUES.items() if field in FIELDS})  # the table may run ahead of src by a field
+# the table may run ahead of src by a field
+CASES = table({field: values for field, values in BAD_VALUES.items() if field in FIELDS})
 AUGMENT_CASES = table(BAD_AUGMENT)
 
 
@@ -118,13 +120,14 @@ def test_trainconfig_refuses_a_bad_value_naming_its_field(field, value):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
-    """A finished 1-epoch run (spec network, 8x8 colour folder with a carved val split): its config.json is what the cases edit."""
+    """A finished 1-epoch run (spec network, 8x8 colour folder with a carved val split): its config.json is what the
+    cases edit."""
     root = tmp_path_factory.mktemp("config_run")
     with pytest.MonkeyPatch.context() as mp:  # the suite's per-test CONVNET_HOME is not there for module fixtures
         mp.setenv("CONVNET_HOME", str(root / "home"))
         data = write_colour_folder(root / "data", per_class=6, size=8)
-        config = TrainConfig(data=str(data), model="spec", model_args={"arch": "c4-p-f-d8"}, epochs=1, batch_size=8, val_split=0.25,
-                             device="cpu", runs_dir=str(root / "runs"), name="r")
+        config = TrainConfig(data=str(data), model="spec", model_args={"arch": "c4-p-f-d8"}, epochs=1, batch_size=8,
+                             val_split=0.25, device="cpu", runs_dir=str(root / "runs"), name="r")
         return convnet.train(config, progress=False).run_dir
 
 
@@ -144,7 +147,8 @@ def edit_config(run: Path, field: str, value, nested: str | None = None) -> None
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}  # is_file: a FIFO is never opened
+    # is_file: a FIFO is never opened
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 READERS = {
@@ -213,7 +217,9 @@ FILE_CASES = {
     "lists nested 100000 deep": (_replace_text("[" * 100_000 + "]" * 100_000), "not valid JSON"),
     "over 1 MB": (_huge, "larger than any config"),
     "an unknown top-level field": (_fields(learning_rate=0.1), "unknown fields ['learning_rate']"),
-    "an unknown augment key": (_fields(augment={"flip": "none", "translate": 0, "cutout": 0, "flip_seed": 0, "mixup": 1}), "unknown fields ['mixup']"),
+    "an unknown augment key": (
+        _fields(augment={"flip": "none", "translate": 0, "cutout": 0, "flip_seed": 0, "mixup": 1}),
+        "unknown fields ['mixup']"),
     "augment not an object": (_fields(augment="flip"), "augment"),
     "a FIFO": (_fifo, "config.json"),  # never opened: it would block
 }

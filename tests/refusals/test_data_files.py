@@ -110,7 +110,8 @@ def test_predict_gives_an_odd_file_an_error_line(kind, model_file, tmp_path, con
     assert result.status == 1
     assert len(result.out.strip().splitlines()) == 1 and "good.png" in result.out
     assert_one_sentence(result.err, "error: ", "odd.png")
-    assert result.err.count(str(tmp_path / "odd.png")) == 1, "the file is named once, not once by predict and again by the reader"
+    assert result.err.count(str(tmp_path / "odd.png")) == 1, (
+        "the file is named once, not once by predict and again by the reader")
 
     result = convnet("predict", model_file, tmp_path / "good.png", tmp_path / "odd.png", "--json")
     answers = [json.loads(line) for line in result.out.strip().splitlines()]
@@ -128,7 +129,8 @@ def test_predict_on_a_folder_gives_each_odd_entry_an_error_line(model_file, tmp_
     assert result.status == 1 and "Traceback" not in result.err
     assert len(result.out.strip().splitlines()) == 1 and "good.png" in result.out
     lines = result.err.strip().splitlines()
-    assert [[name for name in odd if name in line] for line in lines] == [[name] for name in odd]  # one line each, in order
+    # one line each, in order
+    assert [[name for name in odd if name in line] for line in lines] == [[name] for name in odd]
 
 
 def test_predict_on_a_folder_named_like_an_image_with_none_inside(model_file, tmp_path, convnet):
@@ -210,7 +212,8 @@ def oversized_batch(rows: int = 1_000_000) -> bytes:
     allowed globals only: gigabytes of uninitialised memory claimed by a file of 60 bytes."""
     shape = b"J" + struct.pack("<i", rows) + b"M" + struct.pack("<H", 3072) + b"\x86"  # BININT, BININT2, TUPLE2
     call = b"cnumpy\nndarray\n" + shape + b"X" + struct.pack("<I", 2) + b"u1" + b"\x86R"  # GLOBAL, args, REDUCE
-    return b"\x80\x02}(" + b"C\x06labels](K\x00K\x01e" + b"C\x04data" + call + b"u."  # {b"labels": [0, 1], b"data": ...}
+    # {b"labels": [0, 1], b"data": ...}
+    return b"\x80\x02}(" + b"C\x06labels](K\x00K\x01e" + b"C\x04data" + call + b"u."
 
 
 CIFAR_CASES = {
@@ -278,14 +281,16 @@ IDX_CASES = {  # file -> bytes, over a good set of four
     "empty file": {"train-labels-idx1-ubyte": b""},
     "header cut short": {"train-images-idx3-ubyte": idx(IMAGES)[:9]},
     "255 dimensions promised": {"train-images-idx3-ubyte": b"\x00\x00\x08\xff" + b"\x00\x00\x00\x01" * 3},
-    "dimensions beyond any memory": {"train-images-idx3-ubyte": struct.pack(">IIII", 0x0803, 2**32 - 1, 2**32 - 1, 2**32 - 1)},
+    "dimensions beyond any memory": {
+        "train-images-idx3-ubyte": struct.pack(">IIII", 0x0803, 2**32 - 1, 2**32 - 1, 2**32 - 1)},
     "counts disagree": {"train-labels-idx1-ubyte": idx(LABELS[:2])},
     "label 10": {"train-labels-idx1-ubyte": idx(np.array([0, 1, 10], np.uint8))},
     "labels with two dimensions": {"train-labels-idx1-ubyte": idx(LABELS.reshape(3, 1))},
     "images of zero width": {"train-images-idx3-ubyte": idx(np.zeros((3, 28, 0), np.uint8))},
     "gzip cut short": {"train-images-idx3-ubyte.gz": gzip.compress(idx(IMAGES))[:-12]},
     "gzip with damaged data": {"train-images-idx3-ubyte.gz": gzip.compress(idx(IMAGES))[:30] + b"\xff" * 40},
-    "gzip bomb behind a small header": {"train-images-idx3-ubyte.gz": gzip.compress(idx(IMAGES) + bytes(50_000_000), 1)},
+    "gzip bomb behind a small header": {
+        "train-images-idx3-ubyte.gz": gzip.compress(idx(IMAGES) + bytes(50_000_000), 1)},
 }
 
 

@@ -85,7 +85,8 @@ def snapshot(root: Path) -> dict[str, tuple]:
             path = Path(dirpath) / name
             st = os.lstat(path)
             kind = stat.S_IFMT(st.st_mode)
-            content = path.read_bytes() if stat.S_ISREG(st.st_mode) else os.readlink(path) if stat.S_ISLNK(st.st_mode) else None
+            content = (path.read_bytes() if stat.S_ISREG(st.st_mode)
+                       else os.readlink(path) if stat.S_ISLNK(st.st_mode) else None)
             found[str(path.relative_to(root))] = (kind, st.st_rdev, content)
     return found
 

@@ -36,7 +36,8 @@ def trained(tmp_path_factory) -> dict:
     with pytest.MonkeyPatch.context() as mp:  # the suite's per-test CONVNET_HOME is not there for module fixtures
         mp.setenv("CONVNET_HOME", str(root / "home"))
         data = write_colour_folder(root / "data", per_class=10)
-        run = convnet.train(convnet.TrainConfig(data=str(data), epochs=1, runs_dir=str(root / "runs"), name="r"), progress=False)
+        run = convnet.train(convnet.TrainConfig(data=str(data), epochs=1, runs_dir=str(root / "runs"), name="r"),
+                            progress=False)
     from safetensors import safe_open
 
     with safe_open(str(run.run_dir / "model.safetensors"), framework="np") as f:
@@ -90,16 +91,19 @@ METADATA = [
     ("model not a string", lambda p, t, i, m: _write(p, t, _with(i, model=3)), ["'model'"]),
     ("empty model name", lambda p, t, i, m: _write(p, t, _with(i, model="")), ["'model'"]),
     ("model_args not an object", lambda p, t, i, m: _write(p, t, _with(i, model_args=["arch"])), ["'model_args'"]),
-    ("model_args nested object", lambda p, t, i, m: _write(p, t, _with(i, model_args={"arch": {"x": 1}})), ["'model_args'"]),
+    ("model_args nested object", lambda p, t, i, m: _write(p, t, _with(i, model_args={"arch": {"x": 1}})),
+     ["'model_args'"]),
     ("empty class list", lambda p, t, i, m: _write(p, t, _with(i, classes=[])), ["'classes'", "non-empty"]),
-    ("duplicate classes", lambda p, t, i, m: _write(p, t, _with(i, classes=["red", "red", "blue"])), ["'classes'", "distinct"]),
+    ("duplicate classes", lambda p, t, i, m: _write(p, t, _with(i, classes=["red", "red", "blue"])),
+     ["'classes'", "distinct"]),
     ("classes not strings", lambda p, t, i, m: _write(p, t, _with(i, classes=[1, 2, 3])), ["'classes'"]),
     ("empty class name", lambda p, t, i, m: _write(p, t, _with(i, classes=["red", "", "blue"])), ["'classes'"]),
     ("in_chans a bool", lambda p, t, i, m: _write(p, t, _with(i, in_chans=True)), ["'in_chans'"]),
     ("in_chans 2", lambda p, t, i, m: _write(p, t, _with(i, in_chans=2)), ["'in_chans'"]),
     ("in_chans a float", lambda p, t, i, m: _write(p, t, _with(i, in_chans=3.0)), ["'in_chans'"]),
     ("input_size zero", lambda p, t, i, m: _write(p, t, _with(i, input_size=[0, 24])), ["'input_size'"]),
-    ("input_size huge", lambda p, t, i, m: _write(p, t, _with(i, input_size=[100000, 100000])), ["'input_size'", "4096"]),
+    ("input_size huge", lambda p, t, i, m: _write(p, t, _with(i, input_size=[100000, 100000])),
+     ["'input_size'", "4096"]),
     ("input_size of three", lambda p, t, i, m: _write(p, t, _with(i, input_size=[24, 24, 3])), ["'input_size'"]),
     ("mean wrongly sized", lambda p, t, i, m: _write(p, t, _with(i, mean=[0.5, 0.5])), ["'mean'", "one per channel"]),
     ("mean NaN", lambda p, t, i, m: _write(p, t, _with(i, mean=[math.nan, 0.0, 0.0])), ["'mean'", "finite"]),
@@ -110,40 +114,61 @@ METADATA = [
     ("metrics not an object", lambda p, t, i, m: _write(p, t, _with(i, metrics=[])), ["'metrics'"]),
     ("metadata not an object", lambda p, t, i, m: _write(p, t, convnet_json="[]"), ["not a JSON object"]),
     ("metadata not JSON", lambda p, t, i, m: _write(p, t, convnet_json='{"model": '), ["damaged"]),
-    ("key given twice", lambda p, t, i, m: _write(p, t, convnet_json='{"model": "spec", ' + json.dumps(i)[1:]), ["damaged", "twice"]),
+    ("key given twice", lambda p, t, i, m: _write(p, t, convnet_json='{"model": "spec", ' + json.dumps(i)[1:]),
+     ["damaged", "twice"]),
     ("metadata nested deep", lambda p, t, i, m: _write(p, t, convnet_json="[" * 100_000), ["nested"]),
-    ("no format tag", lambda p, t, i, m: save_file(t, str(p), metadata={"convnet": json.dumps(i)}), ["not a convnet model"]),
+    ("no format tag", lambda p, t, i, m: save_file(t, str(p), metadata={"convnet": json.dumps(i)}),
+     ["not a convnet model"]),
 ]
 
 # The tensor cases that the file alone decides (dtype, finiteness).
 TENSORS = [
-    ("half-precision weight", lambda p, t, i, m: _write(p, _changed_tensor(t, "layers.0.weight", t["layers.0.weight"].astype(np.float16)), i), ["layers.0.weight", "F16"]),
-    ("float64 weight", lambda p, t, i, m: _write(p, _changed_tensor(t, "layers.3.bias", t["layers.3.bias"].astype(np.float64)), i), ["layers.3.bias", "F64"]),
+    ("half-precision weight",
+     lambda p, t, i, m: _write(p, _changed_tensor(t, "layers.0.weight", t["layers.0.weight"].astype(np.float16)), i),
+     ["layers.0.weight", "F16"]),
+    ("float64 weight",
+     lambda p, t, i, m: _write(p, _changed_tensor(t, "layers.3.bias", t["layers.3.bias"].astype(np.float64)), i),
+     ["layers.3.bias", "F64"]),
     (
         "bfloat16 weights",
         lambda p, t, i, m: save_torch_file(
-            {k: torch.from_numpy(v).to(torch.bfloat16) for k, v in t.items()}, str(p), metadata={"format": MODEL_FORMAT, "convnet": json.dumps(i)}
+            {k: torch.from_numpy(v).to(torch.bfloat16) for k, v in t.items()}, str(p),
+            metadata={"format": MODEL_FORMAT, "convnet": json.dumps(i)}
         ),
         ["BF16"],
     ),
-    ("integer weight", lambda p, t, i, m: _write(p, _changed_tensor(t, "layers.0.bias", t["layers.0.bias"].astype(np.int64)), i), ["layers.0.bias", "I64"]),
-    ("NaN weight", lambda p, t, i, m: _write(p, _changed_tensor(t, "layers.11.weight", np.full_like(t["layers.11.weight"], np.nan)), i), ["layers.11.weight", "NaN"]),
-    ("infinite bias", lambda p, t, i, m: _write(p, _changed_tensor(t, "layers.0.bias", np.full_like(t["layers.0.bias"], np.inf)), i), ["layers.0.bias", "infinite"]),
+    ("integer weight",
+     lambda p, t, i, m: _write(p, _changed_tensor(t, "layers.0.bias", t["layers.0.bias"].astype(np.int64)), i),
+     ["layers.0.bias", "I64"]),
+    ("NaN weight",
+     lambda p, t, i, m: _write(p, _changed_tensor(t, "layers.11.weight", np.full_like(t["layers.11.weight"], np.nan)),
+                               i),
+     ["layers.11.weight", "NaN"]),
+    ("infinite bias",
+     lambda p, t, i, m: _write(p, _changed_tensor(t, "layers.0.bias", np.full_like(t["layers.0.bias"], np.inf)), i),
+     ["layers.0.bias", "infinite"]),
 ]
 
 # Files that are not safetensors at all, or lie about their size.
 BYTES = [
-    ("not safetensors", lambda p, t, i, m: p.write_text("this is a text file, not a model\n"), ["not a readable safetensors"]),
+    ("not safetensors", lambda p, t, i, m: p.write_text("this is a text file, not a model\n"),
+     ["not a readable safetensors"]),
     ("zero bytes", lambda p, t, i, m: p.write_bytes(b""), ["not a readable safetensors"]),
-    ("truncated header", lambda p, t, i, m: p.write_bytes(_header({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 4)[:20]), ["not a readable safetensors"]),
-    ("header length beyond the file", lambda p, t, i, m: p.write_bytes(struct.pack("<Q", 10**12) + b"{}"), ["not a readable safetensors"]),
+    ("truncated header",
+     lambda p, t, i, m: p.write_bytes(_header({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}},
+                                              b"\0" * 4)[:20]),
+     ["not a readable safetensors"]),
+    ("header length beyond the file", lambda p, t, i, m: p.write_bytes(struct.pack("<Q", 10**12) + b"{}"),
+     ["not a readable safetensors"]),
     (
         "header claims 40 GB of data",
-        lambda p, t, i, m: p.write_bytes(_header({"w": {"dtype": "F32", "shape": [100000, 100000], "data_offsets": [0, 40_000_000_000]}}, b"\0" * 16)),
+        lambda p, t, i, m: p.write_bytes(_header({"w": {"dtype": "F32", "shape": [100000, 100000],
+                                                        "data_offsets": [0, 40_000_000_000]}}, b"\0" * 16)),
         ["not a readable safetensors"],
     ),
     ("larger than the limit", lambda p, t, i, m: _sparse(p, MAX_MODEL_BYTES + 1), ["larger than"]),
-    ("pickle with a payload", lambda p, t, i, m: p.write_bytes(pickle.dumps({"w": _Payload(m)})), ["not a readable safetensors"]),
+    ("pickle with a payload", lambda p, t, i, m: p.write_bytes(pickle.dumps({"w": _Payload(m)})),
+     ["not a readable safetensors"]),
     ("torch.save with a payload", lambda p, t, i, m: torch.save({"w": _Payload(m)}, p), ["not a readable safetensors"]),
 ]
 
@@ -153,15 +178,24 @@ BYTES = [
 BUILT = [
     ("unknown model", lambda p, t, i, m: _write(p, t, _with(i, model="nope")), ["nope"]),
     ("unknown model argument", lambda p, t, i, m: _write(p, t, _with(i, model_args={"colour": 1})), ["colour"]),
-    ("mistyped model argument", lambda p, t, i, m: _write(p, t, _with(i, model="spec", model_args={"arch": 5})), ["arch"]),
-    ("class count vs head", lambda p, t, i, m: _write(p, t, _with(i, classes=["red", "green", "blue", "white"])), ["4 classes", "layers.11.weight"]),
-    ("channel count vs weights", lambda p, t, i, m: _write(p, t, _with(i, in_chans=1, mean=[0.5], std=[0.25])), ["in_chans=1", "layers.0.weight"]),
-    ("input size vs weights", lambda p, t, i, m: _write(p, t, _with(i, input_size=[32, 32])), ["layers.9.weight", "input size"]),
-    ("missing tensor", lambda p, t, i, m: _write(p, {k: v for k, v in t.items() if k != "layers.11.bias"}, i), ["layers.11.bias"]),
-    ("unexpected tensor", lambda p, t, i, m: _write(p, {**t, "extra.weight": np.zeros(3, np.float32)}, i), ["extra.weight"]),
-    ("mis-shaped tensor", lambda p, t, i, m: _write(p, _changed_tensor(t, "layers.3.weight", np.zeros((64, 32, 5, 5), np.float32)), i), ["layers.3.weight"]),
+    ("mistyped model argument", lambda p, t, i, m: _write(p, t, _with(i, model="spec", model_args={"arch": 5})),
+     ["arch"]),
+    ("class count vs head", lambda p, t, i, m: _write(p, t, _with(i, classes=["red", "green", "blue", "white"])),
+     ["4 classes", "layers.11.weight"]),
+    ("channel count vs weights", lambda p, t, i, m: _write(p, t, _with(i, in_chans=1, mean=[0.5], std=[0.25])),
+     ["in_chans=1", "layers.0.weight"]),
+    ("input size vs weights", lambda p, t, i, m: _write(p, t, _with(i, input_size=[32, 32])),
+     ["layers.9.weight", "input size"]),
+    ("missing tensor", lambda p, t, i, m: _write(p, {k: v for k, v in t.items() if k != "layers.11.bias"}, i),
+     ["layers.11.bias"]),
+    ("unexpected tensor", lambda p, t, i, m: _write(p, {**t, "extra.weight": np.zeros(3, np.float32)}, i),
+     ["extra.weight"]),
+    ("mis-shaped tensor",
+     lambda p, t, i, m: _write(p, _changed_tensor(t, "layers.3.weight", np.zeros((64, 32, 5, 5), np.float32)), i),
+     ["layers.3.weight"]),
     # A spec whose weights would take 360 GB: refused from the shapes, before anything is allocated.
-    ("hostile arch", lambda p, t, i, m: _write(p, t, _with(i, model="spec", model_args={"arch": "c100000-c100000"})), ["'spec'"]),
+    ("hostile arch", lambda p, t, i, m: _write(p, t, _with(i, model="spec", model_args={"arch": "c100000-c100000"})),
+     ["'spec'"]),
 ]
 
 

@@ -80,8 +80,10 @@ ZERO = const("zero", [0.0], dims=[])
 
 
 def _if_branch():
-    branch = oh.make_graph([oh.make_node("Constant", [], ["b_out"], value=external("v"))], "branch", [], [oh.make_tensor_value_info("b_out", TensorProto.FLOAT, [3])])
-    return [oh.make_node("Constant", [], ["yes"], value=const("t", [True], TensorProto.BOOL, dims=[])), oh.make_node("If", ["yes"], ["b"], then_branch=branch, else_branch=branch)]
+    branch = oh.make_graph([oh.make_node("Constant", [], ["b_out"], value=external("v"))], "branch", [],
+                           [oh.make_tensor_value_info("b_out", TensorProto.FLOAT, [3])])
+    return [oh.make_node("Constant", [], ["yes"], value=const("t", [True], TensorProto.BOOL, dims=[])),
+            oh.make_node("If", ["yes"], ["b"], then_branch=branch, else_branch=branch)]
 
 
 def _tensor_list():
@@ -92,15 +94,19 @@ def _tensor_list():
 def _function():
     body = [oh.make_node("Constant", [], ["c"], value=external("v")), oh.make_node("Add", ["x", "c"], ["y"])]
     function = oh.make_function("local", "AddSecret", ["x"], ["y"], body, opset_imports=[oh.make_opsetid("", OPSET)])
-    tail = [oh.make_node("Mul", ["features", "zero"], ["zeros"]), oh.make_node("AddSecret", ["zeros"], ["logits"], domain="local")]
+    tail = [oh.make_node("Mul", ["features", "zero"], ["zeros"]),
+            oh.make_node("AddSecret", ["zeros"], ["logits"], domain="local")]
     return dict(tail=tail, initializers=[ZERO], functions=[function], domains=["local"])
 
 
 # Where a tensor can sit in an ONNX model -> write_onnx's arguments with secret.txt's bytes there.
 EXTERNAL_DATA = {
     "an initializer": lambda: dict(tail=bias_tail(), initializers=[ZERO, external("b")]),
-    "a Constant's value": lambda: dict(tail=[oh.make_node("Constant", [], ["b"], value=external("v"))] + bias_tail(), initializers=[ZERO]),
-    "a Constant's sparse_value": lambda: dict(tail=[oh.make_node("Constant", [], ["b"], sparse_value=sparse(external("v")))] + bias_tail(), initializers=[ZERO]),
+    "a Constant's value": lambda: dict(tail=[oh.make_node("Constant", [], ["b"], value=external("v"))] + bias_tail(),
+                                       initializers=[ZERO]),
+    "a Constant's sparse_value": lambda: dict(
+        tail=[oh.make_node("Constant", [], ["b"], sparse_value=sparse(external("v")))] + bias_tail(),
+        initializers=[ZERO]),
     "a sparse initializer": lambda: dict(tail=bias_tail(), initializers=[ZERO], sparse=[sparse(external("b"))]),
     "a list of tensors on a node": _tensor_list,
     "an If branch": lambda: dict(tail=_if_branch() + bias_tail(), initializers=[ZERO]),
@@ -146,7 +152,8 @@ def test_an_onnx_file_never_reads_another_file(place, secret, info_json, colour_
     assert f"{softmax(SECRET)[2]:.3f}" not in r.err
 
 
-def test_the_same_bias_held_in_the_file_is_the_answer_as_valid_json(secret, info_json, colour_folder, convnet, tmp_path):
+def test_the_same_bias_held_in_the_file_is_the_answer_as_valid_json(secret, info_json, colour_folder, convnet,
+                                                                     tmp_path):
     # The control for the test above: the harness does show a bias that the graph holds itself.
     path = write_onnx(tmp_path / "model.onnx", info_json, bias_tail(), initializers=[ZERO, const("b", SECRET)])
     r = convnet("predict", path, colour_folder / "red", "--json", "--top-k", "3")
@@ -163,21 +170,29 @@ def test_the_same_bias_held_in_the_file_is_the_answer_as_valid_json(secret, info
 
 # Outputs that disagree with the metadata (3 classes) on the probe batch of 2 zero images.
 WRONG_OUTPUTS = {
-    "4 classes for 3": lambda: dict(tail=[oh.make_node("MatMul", ["features", "w"], ["logits"])], initializers=[const("w", np.ones((3, 4)), dims=[3, 4])]),
-    "one row for the batch": lambda: dict(tail=[oh.make_node("ReduceMean", ["features"], ["logits"], axes=[0], keepdims=1)]),
-    "one number per image": lambda: dict(tail=[oh.make_node("ReduceSum", ["features", "one"], ["logits"], keepdims=0)], initializers=[const("one", [1], TensorProto.INT64)]),
-    "NaN logits": lambda: dict(tail=[oh.make_node("Add", ["features", "nan"], ["logits"])], initializers=[const("nan", [math.nan], dims=[])]),
-    "infinite logits": lambda: dict(tail=[oh.make_node("Add", ["features", "inf"], ["logits"])], initializers=[const("inf", [math.inf], dims=[])]),
+    "4 classes for 3": lambda: dict(tail=[oh.make_node("MatMul", ["features", "w"], ["logits"])],
+                                    initializers=[const("w", np.ones((3, 4)), dims=[3, 4])]),
+    "one row for the batch": lambda: dict(
+        tail=[oh.make_node("ReduceMean", ["features"], ["logits"], axes=[0], keepdims=1)]),
+    "one number per image": lambda: dict(tail=[oh.make_node("ReduceSum", ["features", "one"], ["logits"], keepdims=0)],
+                                         initializers=[const("one", [1], TensorProto.INT64)]),
+    "NaN logits": lambda: dict(tail=[oh.make_node("Add", ["features", "nan"], ["logits"])],
+                               initializers=[const("nan", [math.nan], dims=[])]),
+    "infinite logits": lambda: dict(tail=[oh.make_node("Add", ["features", "inf"], ["logits"])],
+                                    initializers=[const("inf", [math.inf], dims=[])]),
 }
 
 
 @pytest.mark.parametrize("kind", WRONG_OUTPUTS)
-def test_an_onnx_file_whose_output_disagrees_with_its_metadata_is_refused_at_load(kind, info_json, colour_folder, convnet, tmp_path):
+def test_an_onnx_file_whose_output_disagrees_with_its_metadata_is_refused_at_load(kind, info_json, colour_folder,
+                                                                                   convnet, tmp_path):
     path = write_onnx(tmp_path / "model.onnx", info_json, **WRONG_OUTPUTS[kind]())
     with pytest.raises(CheckpointError, match="batch of 2"):
         load_classifier(path)
-    serve = ["serve", path, "--port", "0"]  # refused before a port is taken; served, it would run until no_hang stops it
-    for argv in (["predict", path, colour_folder / "red", "--json"], ["evaluate", path, "--data", colour_folder, "--json", "--out", tmp_path / "eval"], serve):
+    # refused before a port is taken; served, it would run until no_hang stops it
+    serve = ["serve", path, "--port", "0"]
+    for argv in (["predict", path, colour_folder / "red", "--json"],
+                 ["evaluate", path, "--data", colour_folder, "--json", "--out", tmp_path / "eval"], serve):
         r = convnet(*argv)
         assert r.status == 2 and r.out == ""
         assert_one_sentence(r.err, str(path))
@@ -196,15 +211,18 @@ def _first_two_rows():
     return dict(tail=[oh.make_node("Slice", ["features", "start", "end", "axis"], ["logits"])], initializers=bounds)
 
 
-WRONG_AT_RUN_TIME = {"NaN logits": (_nan_unless_black, "not finite"), "a batch cut to 2": (_first_two_rows, "shape [2, 3]")}
+WRONG_AT_RUN_TIME = {"NaN logits": (_nan_unless_black, "not finite"),
+                     "a batch cut to 2": (_first_two_rows, "shape [2, 3]")}
 
 
 @pytest.mark.parametrize("kind", WRONG_AT_RUN_TIME)
-def test_a_batch_with_wrong_logits_is_one_sentence_never_json_nan_or_a_score(kind, info_json, colour_folder, convnet, tmp_path):
+def test_a_batch_with_wrong_logits_is_one_sentence_never_json_nan_or_a_score(kind, info_json, colour_folder, convnet,
+                                                                              tmp_path):
     make, fragment = WRONG_AT_RUN_TIME[kind]
     path = write_onnx(tmp_path / "model.onnx", info_json, **make())
     load_classifier(path)  # the probe passes
-    for argv in (["predict", path, colour_folder / "red", "--json"], ["evaluate", path, "--data", colour_folder, "--json", "--out", tmp_path / "eval"]):
+    for argv in (["predict", path, colour_folder / "red", "--json"],
+                 ["evaluate", path, "--data", colour_folder, "--json", "--out", tmp_path / "eval"]):
         r = convnet(*argv)
         assert r.status == 2 and r.out == "", r.out[:200]
         assert_one_sentence(r.err, fragment)
@@ -237,7 +255,8 @@ def test_a_4_tb_constant_is_one_sentence_without_onnxruntimes_log(info_json, col
         oh.make_node("Mul", ["total", "zero"], ["nothing"]),
         oh.make_node("Add", ["features", "nothing"], ["logits"]),
     ]
-    path = write_onnx(tmp_path / "model.onnx", info_json, tail, initializers=[ZERO, const("huge", [2**20, 2**20], TensorProto.INT64)])
+    path = write_onnx(tmp_path / "model.onnx", info_json, tail,
+                      initializers=[ZERO, const("huge", [2**20, 2**20], TensorProto.INT64)])
     capfd.readouterr()
     with no_hang():
         status = main(["predict", str(path), str(colour_folder / "red" / "000.png")])

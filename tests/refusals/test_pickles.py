@@ -18,7 +18,15 @@ import pytest
 from convnet.data.cache import CacheWarning, cache_home
 from convnet.data.sources import load_dataset
 from convnet.errors import DataError
-from tests.refusals.conftest import CIFAR_NAMES, Payload, as_archive, assert_one_sentence, cifar_batch, no_hang, write_cifar
+from tests.refusals.conftest import (
+    CIFAR_NAMES,
+    Payload,
+    as_archive,
+    assert_one_sentence,
+    cifar_batch,
+    no_hang,
+    write_cifar,
+)
 
 
 def hostile_batches(marker) -> dict[str, dict[str, bytes]]:
@@ -28,10 +36,12 @@ def hostile_batches(marker) -> dict[str, dict[str, bytes]]:
     return {
         "data_batch_1 is the payload": {"data_batch_1": pickle.dumps(evil, protocol=2)},
         "payload as the labels": {"data_batch_1": pickle.dumps({**batch, b"labels": evil}, protocol=2)},
-        "payload inside the data dict, protocol 5": {"data_batch_2": pickle.dumps({**batch, b"extra": [evil]}, protocol=5)},
+        "payload inside the data dict, protocol 5": {
+            "data_batch_2": pickle.dumps({**batch, b"extra": [evil]}, protocol=5)},
         "test_batch is the payload": {"test_batch": pickle.dumps(evil)},
         "batches.meta is the payload": {"batches.meta": pickle.dumps(evil, protocol=0)},
-        "payload as a class name": {"batches.meta": pickle.dumps({b"label_names": [evil] + CIFAR_NAMES[1:]}, protocol=2)},
+        "payload as a class name": {
+            "batches.meta": pickle.dumps({b"label_names": [evil] + CIFAR_NAMES[1:]}, protocol=2)},
     }
 
 

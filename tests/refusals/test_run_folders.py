@@ -77,7 +77,8 @@ BAD_NAMES = {
 @pytest.mark.parametrize("name", list(BAD_NAMES.values()), ids=list(BAD_NAMES))
 def test_a_name_that_is_not_one_folder_is_refused(name, here, tiny_data, capsys):
     before = tree(here)
-    result = train(capsys, tiny_data, here / "runs", f"--name={name}")  # --name=VALUE: argparse takes "-rf" as the value
+    # --name=VALUE: argparse takes "-rf" as the value
+    result = train(capsys, tiny_data, here / "runs", f"--name={name}")
     assert result.status == 2, result
     assert_one_sentence(result.err, "error: ", "--name")
     assert tree(here) == before
@@ -115,7 +116,8 @@ def _a_dangling_link(runs: Path) -> None:
     (runs / "taken").symlink_to(runs.parent / "nowhere")
 
 
-TAKEN = {"an earlier run": _earlier_run, "a file": _a_file, "a link to an empty folder": _a_link_to_a_folder, "a dangling link": _a_dangling_link}
+TAKEN = {"an earlier run": _earlier_run, "a file": _a_file, "a link to an empty folder": _a_link_to_a_folder,
+         "a dangling link": _a_dangling_link}
 
 
 @pytest.mark.parametrize("case", list(TAKEN))
@@ -128,7 +130,8 @@ def test_a_taken_run_folder_is_refused_and_left_as_it_was(case, here, tiny_data,
     assert tree(here) == before
 
 
-@pytest.mark.parametrize("runs, fragment", [("runs", "is a file"), ("notes.txt/runs", "--runs-dir")], ids=["a file", "below a file"])
+@pytest.mark.parametrize("runs, fragment", [("runs", "is a file"), ("notes.txt/runs", "--runs-dir")],
+                         ids=["a file", "below a file"])
 def test_a_runs_dir_that_is_or_lies_below_a_file_is_refused(runs, fragment, here, tiny_data, capsys):
     (here / runs.split("/")[0]).write_text("not a folder\n")
     before = tree(here)
@@ -143,9 +146,11 @@ def test_a_runs_dir_that_is_or_lies_below_a_file_is_refused(runs, fragment, here
 
 @pytest.mark.slow
 def test_two_runs_started_together_with_one_name_one_wins(here, tiny_data):
-    argv = [sys.executable, "-m", "convnet", "train", "--data", str(tiny_data), "--runs-dir", str(here / "runs"), *TINY, *SPEC, "--name", "same"]
+    argv = [sys.executable, "-m", "convnet", "train", "--data", str(tiny_data), "--runs-dir", str(here / "runs"), *TINY,
+            *SPEC, "--name", "same"]
     env = {**os.environ, "CONVNET_HOME": str(here / "home")}
-    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
     results = [(p.wait(timeout=120), *p.communicate()) for p in procs]
     assert sorted(status for status, _, _ in results) == [0, 2], results
     (_, _, loser_err), = [r for r in results if r[0] == 2]

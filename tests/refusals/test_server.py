@@ -83,7 +83,8 @@ def running(app) -> Iterator[str]:
 def gif_screen(width: int, height: int) -> bytes:
     """A 35-byte GIF89a whose logical screen is width x height but whose one frame is 1x1: Pillow's
     decoded image is the whole screen, so a few bytes cost width x height pixels of work."""
-    screen = struct.pack("<6sHHBBB", b"GIF89a", width, height, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"  # 2-colour global table
+    # 2-colour global table
+    screen = struct.pack("<6sHHBBB", b"GIF89a", width, height, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
     frame = b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0)  # image descriptor: at (0, 0), 1x1, no local table
     pixels = b"\x02\x02\x44\x01\x00"  # LZW minimum code size 2, one 2-byte sub-block (clear, 0, end), terminator
     return screen + frame + pixels + b"\x3b"
@@ -119,7 +120,8 @@ def linked_run(model_file, tmp_path) -> Path:
 @pytest.mark.parametrize("given", ["model file", "run folder"])
 def test_the_run_folders_links_are_not_followed(given, linked_run):
     app = app_for(linked_run / "model.safetensors" if given == "model file" else linked_run)
-    card, model, curves = ask(app, ("GET", "/api/model", {}), ("GET", "/model", {}), ("GET", "/api/model/curves.png", {}))
+    card, model, curves = ask(app, ("GET", "/api/model", {}), ("GET", "/model", {}),
+                              ("GET", "/api/model/curves.png", {}))
     for r in (card, model, curves):
         assert SECRET not in r.text
     assert card.json()["history"] is None and card.json()["curves"] is None
@@ -179,10 +181,12 @@ def _send_and_leave(url: str, parts: list[bytes]) -> None:
     """POST a multipart /predict of `parts` over a raw socket, then hang up without reading the answer."""
     boundary = "convnet-boundary"
     body = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="g{i}.gif"\r\n'
-                    f"Content-Type: application/octet-stream\r\n\r\n".encode() + p + b"\r\n" for i, p in enumerate(parts))
+                    f"Content-Type: application/octet-stream\r\n\r\n".encode() + p + b"\r\n"
+                    for i, p in enumerate(parts))
     body += f"--{boundary}--\r\n".encode()
     host, port = url.removeprefix("http://").rstrip("/").split(":")
-    head = (f"POST /predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
+    head = (f"POST /predict HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode()
     with socket.create_connection((host, int(port))) as s:
         s.sendall(head + body)
@@ -215,7 +219,8 @@ def test_an_upload_over_starlettes_spool_size_is_never_written_to_disk(model_fil
     # A 600x600 noise PNG is over Starlette's 1 MB spool; written to a temporary file, it would
     # fail here, where the temporary folder does not exist.
     data = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (600, 600, 3), dtype=np.uint8)).save(data, "PNG", compress_level=0)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (600, 600, 3), dtype=np.uint8)).save(
+        data, "PNG", compress_level=0)
     assert len(data.getvalue()) > STARLETTE_SPOOL_BYTES
     app = app_for(model_file)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-folder"))
@@ -231,7 +236,8 @@ def test_a_loopback_server_answers_only_requests_naming_this_machine(model_file)
     for host in ("127.0.0.1:8000", "localhost", "localhost:1234", "[::1]:8000", "127.0.0.1"):
         (r,) = ask(app, ("GET", "/healthz", {"headers": {"host": host}}))
         assert r.status_code == 200, (host, r.text)
-    for host in ("attacker.example", "attacker.example:8000", "127.0.0.1.attacker.example", "localhost.attacker.example", ""):
+    for host in ("attacker.example", "attacker.example:8000", "127.0.0.1.attacker.example",
+                 "localhost.attacker.example", ""):
         (r,) = ask(app, ("GET", "/healthz", {"headers": {"host": host}}))
         assert "Host" in sentence(r, 400), host
 

@@ -45,7 +45,8 @@ def half_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("half_run")
     with pytest.MonkeyPatch.context() as mp:  # the suite's per-test CONVNET_HOME is not there for module fixtures
         mp.setenv("CONVNET_HOME", str(root / "home"))
-        config = convnet.TrainConfig(data=str(tiny_data(root / "data")), epochs=1, runs_dir=str(root / "runs"), name="half", **TINY)
+        config = convnet.TrainConfig(data=str(tiny_data(root / "data")), epochs=1, runs_dir=str(root / "runs"),
+                                     name="half", **TINY)
         run = convnet.train(config, progress=False).run_dir
     set_config(run, epochs=2)
     return run
@@ -101,7 +102,8 @@ def _real_state(run: Path) -> dict:
 
 
 def _as_state_pt(write):
-    """A legacy state.pt written by `write(path, marker)`, the state.safetensors gone (so state.pt is what --resume reads)."""
+    """A legacy state.pt written by `write(path, marker)`, the state.safetensors gone (so state.pt is what
+    --resume reads)."""
 
     def place(run: Path, marker: Path) -> None:
         state = _real_state(run)
@@ -141,10 +143,14 @@ HOSTILE = {
     "state.pt: raw pickle, os.system payload": (_as_state_pt(_raw_pickle(Payload)), "cannot be read safely"),
     "state.pt: raw pickle, Path.touch payload": (_as_state_pt(_raw_pickle(TouchPayload)), "cannot be read safely"),
     "state.pt: torch.save of a payload": (_as_state_pt(_torch_save(Payload)), "cannot be read safely"),
-    "state.pt: torch.save of a real state, payload in its history": (_as_state_pt(_state_with_payload_in_history), "cannot be read safely"),
-    "state.pt: torch.save of a real state, payload as its optimizer": (_as_state_pt(_state_with_payload_as_optimizer), "cannot be read safely"),
-    "state.safetensors: a raw pickle renamed": (_as_state_safetensors(_raw_pickle(Payload)), "not a readable state file"),
-    "state.safetensors: a torch.save file renamed": (_as_state_safetensors(_torch_save(TouchPayload)), "not a readable state file"),
+    "state.pt: torch.save of a real state, payload in its history": (
+        _as_state_pt(_state_with_payload_in_history), "cannot be read safely"),
+    "state.pt: torch.save of a real state, payload as its optimizer": (
+        _as_state_pt(_state_with_payload_as_optimizer), "cannot be read safely"),
+    "state.safetensors: a raw pickle renamed": (
+        _as_state_safetensors(_raw_pickle(Payload)), "not a readable state file"),
+    "state.safetensors: a torch.save file renamed": (
+        _as_state_safetensors(_torch_save(TouchPayload)), "not a readable state file"),
 }
 
 
@@ -154,7 +160,8 @@ def test_a_hostile_pickle_in_the_resume_state_never_runs(case, run, marker, conv
     place(run, marker)
     assert_resume_refused(run, convnet, fragment)
     assert not marker.exists()
-    assert [str(w.message) for w in recwarn] == []  # a warning line (torch's about a pickle protocol) would stand above the sentence
+    # a warning line (torch's about a pickle protocol) would stand above the sentence
+    assert [str(w.message) for w in recwarn] == []
 
 
 # --- damaged or tampered state.safetensors ---------------------------------------------------
@@ -180,7 +187,8 @@ def _adam_group(skeleton: dict) -> dict:
 
 
 def _rewrite(skeleton_edit=None, tensor_edit=None, metadata=None):
-    """A case that rewrites state.safetensors: the skeleton edited in place, tensors replaced, or the metadata given whole."""
+    """A case that rewrites state.safetensors: the skeleton edited in place, tensors replaced, or the metadata
+    given whole."""
 
     def apply(path: Path) -> None:
         skeleton, tensors = _read(path)
@@ -229,7 +237,8 @@ def _group_value(key: str, value):
 
 W = "/model/layers.0.weight"  # the first convolution's filters, (4, 3, 3, 3)
 NOT_READABLE, NOT_OURS, DAMAGED, NOT_A_STATE, DOES_NOT_FIT = (
-    "not a readable state file", "not a convnet resume state", "damaged state metadata", "does not hold a training state", "does not fit")
+    "not a readable state file", "not a convnet resume state", "damaged state metadata",
+    "does not hold a training state", "does not fit")
 
 
 # case -> (rewrite of state.safetensors, what the one sentence says)
@@ -245,15 +254,21 @@ DAMAGED_STATES = {
     "a convnet model file's format": (_rewrite(metadata={"format": "convnet.model/1", "convnet": "{}"}), NOT_OURS),
     "format but no state": (_rewrite(metadata={"format": STATE_FORMAT}), NOT_OURS),
     "state that is not JSON": (_rewrite(metadata={"format": STATE_FORMAT, "convnet": "{'epoch': 1"}), DAMAGED),
-    "reference to a missing tensor": (_rewrite(lambda s: _fields(_fields(s)["model"])["layers.0.weight"].update({"$tensor": "/nowhere"})), DAMAGED),
-    "tensor reference that is a number": (_rewrite(lambda s: _fields(_fields(s)["model"])["layers.0.weight"].update({"$tensor": 7})), DAMAGED),
+    "reference to a missing tensor": (
+        _rewrite(lambda s: _fields(_fields(s)["model"])["layers.0.weight"].update({"$tensor": "/nowhere"})), DAMAGED),
+    "tensor reference that is a number": (
+        _rewrite(lambda s: _fields(_fields(s)["model"])["layers.0.weight"].update({"$tensor": 7})), DAMAGED),
     "$dict that is text": (_rewrite(metadata={"format": STATE_FORMAT, "convnet": '{"$dict": "epoch=1"}'}), DAMAGED),
-    "$dict of triples": (_rewrite(metadata={"format": STATE_FORMAT, "convnet": '{"$dict": [["epoch", 1, 2]]}'}), DAMAGED),
-    "$dict keyed by a list": (_rewrite(metadata={"format": STATE_FORMAT, "convnet": '{"$dict": [[["epoch"], 1]]}'}), DAMAGED),
-    "object of unknown kind": (_rewrite(metadata={"format": STATE_FORMAT, "convnet": '{"$code": "os.system"}'}), DAMAGED),
+    "$dict of triples": (
+        _rewrite(metadata={"format": STATE_FORMAT, "convnet": '{"$dict": [["epoch", 1, 2]]}'}), DAMAGED),
+    "$dict keyed by a list": (
+        _rewrite(metadata={"format": STATE_FORMAT, "convnet": '{"$dict": [[["epoch"], 1]]}'}), DAMAGED),
+    "object of unknown kind": (
+        _rewrite(metadata={"format": STATE_FORMAT, "convnet": '{"$code": "os.system"}'}), DAMAGED),
     "a list, not a state": (_rewrite(metadata={"format": STATE_FORMAT, "convnet": "[1, 2]"}), NOT_A_STATE),
     "a number, not a state": (_rewrite(metadata={"format": STATE_FORMAT, "convnet": "1"}), NOT_A_STATE),
-    "lists nested 100000 deep": (_rewrite(metadata={"format": STATE_FORMAT, "convnet": "[" * 100_000 + "]" * 100_000}), DAMAGED),
+    "lists nested 100000 deep": (
+        _rewrite(metadata={"format": STATE_FORMAT, "convnet": "[" * 100_000 + "]" * 100_000}), DAMAGED),
     "$dicts nested 5000 deep": (_rewrite(metadata={"format": STATE_FORMAT, "convnet": _nested(5000)}), DAMAGED),
     # what it holds, against the run's config.json
     "epoch beyond the config's epochs": (_rewrite(_epoch(3, rows=3)), DOES_NOT_FIT),
@@ -261,19 +276,24 @@ DAMAGED_STATES = {
     "epoch as text": (_rewrite(_epoch("1")), DOES_NOT_FIT),
     "epoch true": (_rewrite(_epoch(True)), DOES_NOT_FIT),
     "epoch without its history row": (_rewrite(_epoch(1, rows=0)), DOES_NOT_FIT),
-    "no epoch at all": (_rewrite(lambda s: s.update({"$dict": [p for p in s["$dict"] if p[0] != "epoch"]})), DOES_NOT_FIT),
+    "no epoch at all": (
+        _rewrite(lambda s: s.update({"$dict": [p for p in s["$dict"] if p[0] != "epoch"]})), DOES_NOT_FIT),
     "epochs all done": (_rewrite(_epoch(2, rows=2)), "already finished its 2 epochs"),
     "history that is a number": (_rewrite(lambda s: _set(s, "history", 5)), DOES_NOT_FIT),
     "filters of the wrong shape": (_rewrite(tensor_edit=lambda t: {W: torch.zeros(8, 3, 3, 3)}), DOES_NOT_FIT),
-    "a model tensor missing": (_rewrite(lambda s: _fields(s)["model"].update({"$dict": _fields(s)["model"]["$dict"][1:]})), DOES_NOT_FIT),
-    "an extra model tensor": (_rewrite(lambda s: _fields(s)["model"]["$dict"].append(["extra.weight", {"$tensor": W}])), DOES_NOT_FIT),
-    "optimizer with no parameter groups": (_rewrite(lambda s: _fields(_fields(s)["optimizer"])["param_groups"].clear()), DOES_NOT_FIT),
+    "a model tensor missing": (
+        _rewrite(lambda s: _fields(s)["model"].update({"$dict": _fields(s)["model"]["$dict"][1:]})), DOES_NOT_FIT),
+    "an extra model tensor": (
+        _rewrite(lambda s: _fields(s)["model"]["$dict"].append(["extra.weight", {"$tensor": W}])), DOES_NOT_FIT),
+    "optimizer with no parameter groups": (
+        _rewrite(lambda s: _fields(_fields(s)["optimizer"])["param_groups"].clear()), DOES_NOT_FIT),
     "optimizer that is a number": (_rewrite(lambda s: _set(s, "optimizer", 3)), DOES_NOT_FIT),
     # loadable by torch, but failing later with a traceback or training on from nonsense
     "Adam moment of the wrong shape": (
         _rewrite(tensor_edit=lambda t: {"/optimizer/state/0/exp_avg": torch.zeros(3)}), DOES_NOT_FIT),
     "Adam moment of integers": (
-        _rewrite(tensor_edit=lambda t: {"/optimizer/state/0/exp_avg": t["/optimizer/state/0/exp_avg"].long()}), DOES_NOT_FIT),
+        _rewrite(tensor_edit=lambda t: {"/optimizer/state/0/exp_avg": t["/optimizer/state/0/exp_avg"].long()}),
+        DOES_NOT_FIT),
     "Adam step count of two numbers": (
         _rewrite(tensor_edit=lambda t: {"/optimizer/state/0/step": torch.tensor([1.0, 2.0])}), DOES_NOT_FIT),
     "Adam betas as text": (_rewrite(_group_value("betas", "zz")), DOES_NOT_FIT),
@@ -311,7 +331,8 @@ def _this_version_run(tmp_path: Path, half_run: Path) -> Path:
 
 
 def made_with_the_old_runs_kernels() -> bool:
-    """Whether this machine trains as the one that wrote fixtures/old_run: `precision: auto` in bf16, ATen's AVX-512 kernels."""
+    """Whether this machine trains as the one that wrote fixtures/old_run: `precision: auto` in bf16, ATen's
+    AVX-512 kernels."""
     return bf16_supported(torch.device("cpu")) and torch.backends.cpu.get_cpu_capability() == "AVX512"
 
 
@@ -333,7 +354,8 @@ def assert_same_weights(resumed: dict, whole: dict, exact: bool) -> None:
             assert (a - b).norm() <= ACROSS_PRECISIONS_RTOL * b.norm(), name
 
 
-@pytest.mark.parametrize("written_by", [_this_version_run, _old_run], ids=["written by this version", "written at 02db7c8, state.pt"])
+@pytest.mark.parametrize("written_by", [_this_version_run, _old_run],
+                         ids=["written by this version", "written at 02db7c8, state.pt"])
 def test_a_genuine_run_resumes_exactly_as_an_uninterrupted_one(written_by, half_run, tmp_path):
     run = written_by(tmp_path, half_run)
     exact = written_by is _this_version_run or made_with_the_old_runs_kernels()
@@ -341,7 +363,8 @@ def test_a_genuine_run_resumes_exactly_as_an_uninterrupted_one(written_by, half_
     set_config(run, epochs=2)
     assert main(["train", "--resume", str(run), "--quiet"]) == 0
     config = json.loads((run / "config.json").read_text())
-    whole = convnet.train(convnet.TrainConfig.from_dict({**config, "runs_dir": str(tmp_path / "runs"), "name": "whole"}), progress=False).run_dir
+    whole = convnet.train(convnet.TrainConfig.from_dict({**config, "runs_dir": str(tmp_path / "runs"),
+                                                         "name": "whole"}), progress=False).run_dir
     assert_same_weights(load_file(run / "model.safetensors"), load_file(whole / "model.safetensors"), exact)
     resumed_rows, whole_rows = history_rows(run), history_rows(whole)
     assert len(whole_rows) == 2 and resumed_rows[:1] == first_epoch  # the first epoch is kept, not trained again
@@ -351,4 +374,5 @@ def test_a_genuine_run_resumes_exactly_as_an_uninterrupted_one(written_by, half_
         assert resumed_rows[1].keys() == whole_rows[1].keys()
         for key, want in whole_rows[1].items():  # the second epoch's metrics, to bf16's rounding
             assert float(resumed_rows[1][key]) == pytest.approx(float(want), rel=ACROSS_PRECISIONS_RTOL), key
-    assert (run / "state.safetensors").is_file() and not (run / "state.pt").exists()  # the old state is replaced, not left behind
+    # the old state is replaced, not left behind
+    assert (run / "state.safetensors").is_file() and not (run / "state.pt").exists()

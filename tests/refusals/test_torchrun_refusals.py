@@ -25,12 +25,14 @@ from tests.helpers import write_colour_folder
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
 TINY = ["--arch", "c4-p-f-d8", "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--quiet"]
 # Rank N reads the data folder named with N in place of {RANK}: one path, other files on each "machine".
-PER_RANK = "import os, sys\nfrom convnet.cli import main\nsys.exit(main([a.replace('{RANK}', os.environ['RANK']) for a in sys.argv[1:]]))\n"
+PER_RANK = ("import os, sys\nfrom convnet.cli import main\n"
+            "sys.exit(main([a.replace('{RANK}', os.environ['RANK']) for a in sys.argv[1:]]))\n")
 
 
 def launch(n: int, program: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CONVNET_HOME": str(tmp_path / "home")}
-    return subprocess.run([*TORCHRUN, f"--nproc_per_node={n}", *program], capture_output=True, text=True, env=env, timeout=240)
+    return subprocess.run([*TORCHRUN, f"--nproc_per_node={n}", *program], capture_output=True, text=True, env=env,
+                          timeout=240)
 
 
 def assert_said_once(result: subprocess.CompletedProcess, *fragments: str) -> str:
@@ -41,7 +43,8 @@ def assert_said_once(result: subprocess.CompletedProcess, *fragments: str) -> st
     for fragment in fragments:
         assert fragment in errors[0], (fragment, errors[0])
     package = str(Path(convnet.__file__).parent)
-    assert not [line for line in result.stderr.splitlines() if line.strip().startswith('File "') and package in line], result.stderr[-3000:]
+    assert not [line for line in result.stderr.splitlines()
+                if line.strip().startswith('File "') and package in line], result.stderr[-3000:]
     return errors[0]
 
 
@@ -75,8 +78,8 @@ def test_ranks_that_see_different_data_stop_with_one_sentence(case, tmp_path):
 @pytest.mark.slow
 def test_a_resume_on_processes_that_cannot_share_its_batch_says_so_once_with_advice_resume_can_follow(tmp_path):
     data = write_colour_folder(tmp_path / "data", per_class=6, size=8)
-    run = RunFolder.create(TrainConfig(data=str(data), model="spec", model_args={"arch": "c4-p-f-d8"}, batch_size=32, epochs=2,
-                                       runs_dir=str(tmp_path / "runs"), name="b32", device="cpu"))
+    run = RunFolder.create(TrainConfig(data=str(data), model="spec", model_args={"arch": "c4-p-f-d8"}, batch_size=32,
+                                       epochs=2, runs_dir=str(tmp_path / "runs"), name="b32", device="cpu"))
     before = run.config_path.read_bytes()
     result = launch(3, ["-m", "convnet", "train", "--resume", str(run.path), "--quiet"], tmp_path)
     sentence = assert_said_once(result, "32", "3 processes", "2 or 4")

@@ -35,7 +35,8 @@ def image(tmp_path) -> Path:
 
 
 @pytest.mark.parametrize("command", VIZ_COMMANDS)
-def test_an_onnx_file_is_refused_naming_the_safetensors_model(command, onnx_file, image, convnet, tmp_path, monkeypatch):
+def test_an_onnx_file_is_refused_naming_the_safetensors_model(command, onnx_file, image, convnet, tmp_path,
+                                                              monkeypatch):
     monkeypatch.chdir(tmp_path)
     outcome = convnet(command, onnx_file, image, "--out", tmp_path / "out")
     assert outcome.status == 2
@@ -45,7 +46,8 @@ def test_an_onnx_file_is_refused_naming_the_safetensors_model(command, onnx_file
 
 
 @pytest.mark.parametrize("command", VIZ_COMMANDS)
-def test_without_out_the_pictures_go_beside_the_model_in_a_folder_per_image(command, model_file, image, convnet, tmp_path, monkeypatch):
+def test_without_out_the_pictures_go_beside_the_model_in_a_folder_per_image(command, model_file, image, convnet,
+                                                                            tmp_path, monkeypatch):
     run = tmp_path / "run"
     shutil.copytree(model_file.parent, run)
     shell = tmp_path / "shell"
