@@ -16,7 +16,8 @@ def is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def first_mismatch(got: Mapping[str, Any], want: Mapping[str, Any]) -> tuple[Literal["missing", "extra", "shape"], str] | None:
+def first_mismatch(got: Mapping[str, Any],
+                   want: Mapping[str, Any]) -> tuple[Literal["missing", "extra", "shape"], str] | None:
     """The first way the named tensor shapes `got` differ from `want` (name -> shape tuple).
 
     Returns:

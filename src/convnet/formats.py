@@ -80,11 +80,17 @@ def read_model_arrays(path: str | Path, framework: str) -> tuple[dict, dict, Pat
     if path.is_dir():
         path = path / "model.safetensors"
     if not path.is_file():
-        raise CheckpointError(f"No model file at {path}; pass the model.safetensors written by `convnet train` (or its run folder).")
+        raise CheckpointError(
+            f"No model file at {path}; pass the model.safetensors written by `convnet train` (or its run folder)."
+        )
     if path.stat().st_size > MAX_MODEL_BYTES:
-        raise CheckpointError(f"{path} is larger than {MAX_MODEL_BYTES // 1024**3} GiB, far more than any convnet model; {_DO}.")
+        raise CheckpointError(
+            f"{path} is larger than {MAX_MODEL_BYTES // 1024**3} GiB, far more than any convnet model; {_DO}."
+        )
     # The header is checked before any tensor is read: a bad file costs nothing to refuse.
-    meta, dtypes = _read(path, "np", lambda f: (f.metadata() or {}, {name: f.get_slice(name).get_dtype() for name in f.keys()}))
+    meta, dtypes = _read(
+        path, "np", lambda f: (f.metadata() or {}, {name: f.get_slice(name).get_dtype() for name in f.keys()})
+    )
     info = _parse_info(meta, path)
     check_model_info(info, path)
     _check_dtypes(dtypes, path)
@@ -93,7 +99,10 @@ def read_model_arrays(path: str | Path, framework: str) -> tuple[dict, dict, Pat
         # np.asarray views a CPU torch tensor without a copy, so one check serves both frameworks.
         values = np.asarray(t)
         if values.dtype.kind == "f" and not np.isfinite(values).all():
-            raise CheckpointError(f"{path} has NaN or infinite values in its tensor '{name}', which would make every prediction NaN; {_DO}.")
+            raise CheckpointError(
+                f"{path} has NaN or infinite values in its tensor '{name}', "
+                f"which would make every prediction NaN; {_DO}."
+            )
     return tensors, info, path
 
 
@@ -117,7 +126,9 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
 
 def _parse_info(meta: dict, path: Path) -> dict:
     if meta.get("format") != MODEL_FORMAT or "convnet" not in meta:
-        raise CheckpointError(f"{path} is a safetensors file but not a convnet model (no '{MODEL_FORMAT}' metadata); {_DO}.")
+        raise CheckpointError(
+            f"{path} is a safetensors file but not a convnet model (no '{MODEL_FORMAT}' metadata); {_DO}."
+        )
     try:
         info = json.loads(meta["convnet"], object_pairs_hook=_no_duplicates)
     except ValueError as e:  # JSONDecodeError, or a key given twice
@@ -178,7 +189,9 @@ def check_model_info(info: dict, path: str | Path) -> None:
         raise CheckpointError(f"{path} has convnet metadata without {', '.join(map(repr, missing))}; {_DO}.")
     extra = sorted(k for k in info if k not in MODEL_INFO_KEYS)
     if extra:
-        raise CheckpointError(f"{path} has convnet metadata with unknown keys {', '.join(_show(k) for k in extra)}; {_DO}.")
+        raise CheckpointError(
+            f"{path} has convnet metadata with unknown keys {', '.join(_show(k) for k in extra)}; {_DO}."
+        )
     chans = info["in_chans"]
     expect = {
         "model": (isinstance(info["model"], str) and info["model"] != "", "a model name"),
@@ -201,14 +214,19 @@ def check_model_info(info: dict, path: str | Path) -> None:
             f"[height, width] between 1 and {MAX_INPUT_SIDE}",
         ),
         "mean": (_per_channel(info["mean"], chans, positive=False), f"{_show(chans)} finite numbers, one per channel"),
-        "std": (_per_channel(info["std"], chans, positive=True), f"{_show(chans)} positive finite numbers, one per channel"),
+        "std": (
+            _per_channel(info["std"], chans, positive=True),
+            f"{_show(chans)} positive finite numbers, one per channel",
+        ),
         "data_source": (isinstance(info["data_source"], str), "a string"),
         "metrics": (isinstance(info["metrics"], dict), "an object"),
     }
     for key in MODEL_INFO_KEYS:  # in the documented order, so the first bad key is named
         ok, should_be = expect[key]
         if not ok:
-            raise CheckpointError(f"{path} has a bad '{key}' in its metadata ({_show(info[key])}; it must be {should_be}); {_DO}.")
+            raise CheckpointError(
+                f"{path} has a bad '{key}' in its metadata ({_show(info[key])}; it must be {should_be}); {_DO}."
+            )
 
 
 def _check_dtypes(dtypes: dict[str, str], path: Path) -> None:
@@ -218,7 +236,9 @@ def _check_dtypes(dtypes: dict[str, str], path: Path) -> None:
         if dtype == "F32" or (dtype == "I64" and name.endswith("num_batches_tracked")):
             continue
         kind = {"F16": "half precision", "BF16": "bfloat16", "F64": "double precision"}.get(dtype, "not float32")
-        raise CheckpointError(f"{path} stores its tensor {_show(name)} as {dtype} ({kind}); convnet model weights are float32, so {_DO}.")
+        raise CheckpointError(
+            f"{path} stores its tensor {_show(name)} as {dtype} ({kind}); convnet model weights are float32, so {_DO}."
+        )
 
 
 def check_weights_match(
@@ -246,11 +266,17 @@ def check_weights_match(
     # The head is the last dense layer: the last 2-D weight (its rows are the classes).
     heads = [n for n, s in expected.items() if len(s) == 2 and s[0] == num_classes]
     if heads and heads[-1] in got and len(got[heads[-1]]) == 2 and got[heads[-1]][0] != num_classes:
-        raise CheckpointError(f"{mismatch}: it lists {num_classes} classes but its output layer '{heads[-1]}' has {got[heads[-1]][0]}; {_DO}.")
+        raise CheckpointError(
+            f"{mismatch}: it lists {num_classes} classes "
+            f"but its output layer '{heads[-1]}' has {got[heads[-1]][0]}; {_DO}."
+        )
     # The first convolution's weight is (out, in_chans, kh, kw).
     first = next((n for n, s in expected.items() if len(s) == 4), None)
     if first is not None and first in got and len(got[first]) == 4 and got[first][1] != expected[first][1] == in_chans:
-        raise CheckpointError(f"{mismatch}: it gives in_chans={in_chans} but its first layer '{first}' takes in_chans={got[first][1]}; {_DO}.")
+        raise CheckpointError(
+            f"{mismatch}: it gives in_chans={in_chans} "
+            f"but its first layer '{first}' takes in_chans={got[first][1]}; {_DO}."
+        )
     found = first_mismatch(got, {name: tuple(shape) for name, shape in expected.items()})
     if found is None:
         return

@@ -82,7 +82,8 @@ def _parse_token(token: str, position: int) -> LayerSpec:
             continue
         g = m.groups()
         if kind == "conv":
-            spec = LayerSpec(kind, token, size=int(g[0]), kernel=int(g[1] or 3), stride=int(g[2] or 1), padding=int(g[3] or 0))
+            spec = LayerSpec(kind, token, size=int(g[0]), kernel=int(g[1] or 3), stride=int(g[2] or 1),
+                             padding=int(g[3] or 0))
         elif kind in ("maxpool", "avgpool"):
             k = int(g[0] or 2)
             spec = LayerSpec(kind, token, kernel=k, stride=int(g[1] or k))
@@ -92,7 +93,8 @@ def _parse_token(token: str, position: int) -> LayerSpec:
             spec = LayerSpec(kind, token, size=int(g[0]))
         else:
             spec = LayerSpec(kind, token)
-        if kind in ("conv", "dense") and spec.size < 1 or kind in ("conv", "maxpool", "avgpool") and min(spec.kernel, spec.stride) < 1:
+        if (kind in ("conv", "dense") and spec.size < 1
+                or kind in ("conv", "maxpool", "avgpool") and min(spec.kernel, spec.stride) < 1):
             raise SpecError(f"Layer {position} '{token}' has a zero size, kernel or stride; use positive numbers.")
         return spec
     raise SpecError(
@@ -134,12 +136,16 @@ def plan(spec: str, num_classes: int, in_chans: int, input_size: tuple[int, int]
     for i, ls in enumerate(parse_spec(spec), start=1):
         where = f"Layer {i} '{ls.token}'"
         if ls.kind in ("conv", "maxpool", "avgpool", "gpool") and flat is not None:
-            raise SpecError(f"{where} works on images but comes after the flatten; move it before 'f' and the dense layers.")
+            raise SpecError(
+                f"{where} works on images but comes after the flatten; move it before 'f' and the dense layers."
+            )
         if ls.kind in ("conv", "maxpool", "avgpool"):
             pad = ls.padding if ls.kind == "conv" else 0
             h2, w2 = conv_out_size(h, ls.kernel, ls.stride, pad), conv_out_size(w, ls.kernel, ls.stride, pad)
             if h2 < 1 or w2 < 1:
-                raise SpecError(f"{where} shrinks the {h}x{w} image below 1x1; remove a layer, add padding or use a larger input.")
+                raise SpecError(
+                    f"{where} shrinks the {h}x{w} image below 1x1; remove a layer, add padding or use a larger input."
+                )
             if ls.kind == "conv":
                 args = dict(in_channels=c, out_channels=ls.size, kernel=ls.kernel, stride=ls.stride, padding=ls.padding)
                 c, h, w = ls.size, h2, w2
@@ -167,7 +173,8 @@ def plan(spec: str, num_classes: int, in_chans: int, input_size: tuple[int, int]
         elif ls.kind == "dense":
             if flat is None:
                 flatten()
-            layers += [Layer("linear", dict(in_features=flat, out_features=ls.size), (ls.size,)), Layer("relu", {}, (ls.size,))]
+            layers += [Layer("linear", dict(in_features=flat, out_features=ls.size), (ls.size,)),
+                       Layer("relu", {}, (ls.size,))]
             relu_at = len(layers) - 1
             flat = ls.size
     if flat is None:

@@ -11,9 +11,11 @@ HELP = "List the decoded-image cache ($CONVNET_HOME/cache) and delete entries (-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     what = p.add_mutually_exclusive_group()
-    what.add_argument("--prune", action="store_true", help="delete the entries whose image folder no longer exists, or was never recorded (entries "
+    what.add_argument("--prune", action="store_true",
+                      help="delete the entries whose image folder no longer exists, or was never recorded (entries "
                       "made before convnet recorded folders; any entry in use records its folder when next read)")
-    what.add_argument("--clear", action="store_true", help="delete every entry (folders are decoded again on their next use); only files named "
+    what.add_argument("--clear", action="store_true",
+                      help="delete every entry (folders are decoded again on their next use); only files named "
                       "like entries are deleted, and a cache folder that is a link is refused")
 
 
@@ -28,8 +30,12 @@ def run(args: argparse.Namespace) -> int:
             try:
                 cache.remove(entry.key)
             except OSError as e:
-                raise ConfigError(f"Could not delete {entry.key} from {cache.cache_home() / 'cache'} ({e.strerror}); check that folder's permissions.") from None
-        print(f"deleted {len(gone)} of {len(found)} entries, {size_text(sum(e.bytes for e in gone))}, from {cache.cache_home() / 'cache'}")
+                raise ConfigError(
+                    f"Could not delete {entry.key} from {cache.cache_home() / 'cache'} ({e.strerror}); "
+                    "check that folder's permissions."
+                ) from None
+        print(f"deleted {len(gone)} of {len(found)} entries, {size_text(sum(e.bytes for e in gone))}, "
+              f"from {cache.cache_home() / 'cache'}")
         return 0
     print(f"{len(found)} entries, {size_text(sum(e.bytes for e in found))}, in {cache.cache_home() / 'cache'}")
     for e in found:

@@ -14,8 +14,11 @@ HELP = "Write a Grad-CAM picture of which parts of an image made the model choos
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="model.safetensors written by `convnet train`, or its run folder")
     parser.add_argument("image", help="the image to explain (any format Pillow reads)")
-    parser.add_argument("--class", dest="class_name", default=None, metavar="NAME", help="the class to explain (default: the class the model predicts)")
-    parser.add_argument("--out", type=Path, help="folder for cam_<class>.png, created (default: cam/<image name>/ beside the model, in its run folder)")
+    parser.add_argument("--class", dest="class_name", default=None, metavar="NAME",
+                        help="the class to explain (default: the class the model predicts)")
+    parser.add_argument("--out", type=Path,
+                        help="folder for cam_<class>.png, created (default: cam/<image name>/ beside the model, "
+                        "in its run folder)")
 
 
 def run(args: argparse.Namespace) -> int:

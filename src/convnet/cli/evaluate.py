@@ -11,10 +11,15 @@ HELP = "Score a trained model on a labelled split: accuracy, per-class precision
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="model.safetensors written by `convnet train` (or its run folder), or an .onnx file from `convnet export`")
-    add_data_argument(p, "; default: the data the run was trained on. An image folder of class subfolders is evaluated whole.")
-    p.add_argument("--split", default="test", choices=("test", "val", "train"), help="which split; val is the run's own validation split")
-    p.add_argument("--tta", type=int, default=0, choices=(0, 1, 2), help="test-time augmentation level (1: flip, 2: flip and 1-pixel shifts)")
+    p.add_argument("checkpoint",
+                   help="model.safetensors written by `convnet train` (or its run folder), or an .onnx file from "
+                   "`convnet export`")
+    add_data_argument(p, "; default: the data the run was trained on. "
+                      "An image folder of class subfolders is evaluated whole.")
+    p.add_argument("--split", default="test", choices=("test", "val", "train"),
+                   help="which split; val is the run's own validation split")
+    p.add_argument("--tta", type=int, default=0, choices=(0, 1, 2),
+                   help="test-time augmentation level (1: flip, 2: flip and 1-pixel shifts)")
     p.add_argument("--out", help="folder for confusion.png and mistakes.png (default: <run folder>/eval-<split>)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
 
@@ -36,10 +41,14 @@ def run(args: argparse.Namespace) -> int:
         figures = write_figures(ev, ds, out)
     except ConvnetError:  # its own sentence (ConvnetError is a ValueError)
         raise
-    except (OSError, ValueError) as e:  # --out is a file, or lies below one, or the disk refuses; ValueError: a NUL byte in it
-        raise ConfigError(f"Cannot write into --out {out} ({getattr(e, 'strerror', None) or e}); name a folder, new or existing.") from None
+    except (OSError, ValueError) as e:
+        # --out is a file, or lies below one, or the disk refuses; ValueError: a NUL byte in it
+        raise ConfigError(
+            f"Cannot write into --out {out} ({getattr(e, 'strerror', None) or e}); name a folder, new or existing."
+        ) from None
     if args.json:
-        print(to_json({**ev.to_dict(), "split": args.split, "data": ds.source, "tta": args.tta, "figures": [str(f) for f in figures]}))
+        print(to_json({**ev.to_dict(), "split": args.split, "data": ds.source, "tta": args.tta,
+                       "figures": [str(f) for f in figures]}))
     else:
         print(f"{ds.source}: {ev.n} images")
         print(format_report(ev))

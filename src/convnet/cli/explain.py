@@ -10,7 +10,8 @@ import numpy as np
 from convnet.errors import ConfigError, ConvnetError, DataError, SettingError, SpecError
 from convnet.scratch.explain import IMAGE_SIZE, render_text, worked_example
 
-HELP = "Walk through the tutorial's worked example (convolution, ReLU, pooling, dense, softmax) with every number shown."
+HELP = ("Walk through the tutorial's worked example (convolution, ReLU, pooling, dense, softmax) "
+        "with every number shown.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,8 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pool", type=int, default=2, help="pooling window size")
     parser.add_argument("--pool-stride", type=int, default=1, help="pooling stride (the tutorial's example uses 1)")
     parser.add_argument("--seed", type=int, default=0, help="draws the random image, filter and dense weights")
-    parser.add_argument("--image", metavar="FILE", help=f"use this picture, shrunk to {IMAGE_SIZE}x{IMAGE_SIZE} RGB, instead of random pixels")
-    parser.add_argument("--json", action="store_true", help="print one JSON object with every array instead of the text")
+    parser.add_argument("--image", metavar="FILE",
+                        help=f"use this picture, shrunk to {IMAGE_SIZE}x{IMAGE_SIZE} RGB, instead of random pixels")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object with every array instead of the text")
     parser.add_argument("--png", metavar="FILE", help="also draw the grids, numbers written in, to this image file")
 
 
@@ -54,7 +57,10 @@ def run(args: argparse.Namespace) -> int:
         except ConvnetError:  # its own sentence (ConvnetError is a ValueError)
             raise
         except (OSError, ValueError) as e:  # a folder that does not exist, a file in the way; ValueError: a NUL byte
-            raise ConfigError(f"Cannot write --png {args.png} ({getattr(e, 'strerror', None) or e}); name a file in an existing folder.") from None
+            raise ConfigError(
+                f"Cannot write --png {args.png} ({getattr(e, 'strerror', None) or e}); "
+                "name a file in an existing folder."
+            ) from None
         # stderr under --json, so stdout stays one JSON object.
         print(f"wrote {args.png}", file=sys.stderr if args.json else sys.stdout)
     return 0

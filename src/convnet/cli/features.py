@@ -41,8 +41,11 @@ def out_folder(out: Path | None, checkpoint: str, kind: str, image: str) -> Path
 
 
 def cannot_write(out: Path, e: Exception) -> ConfigError:
-    """The sentence for a folder that cannot be written (a file, below one, or the disk refuses; ValueError: a NUL byte)."""
-    return ConfigError(f"Cannot write into {out} ({getattr(e, 'strerror', None) or e}); name a folder you can write to with --out.")
+    """The sentence for a folder that cannot be written (a file, below one, or the disk refuses;
+    ValueError: a NUL byte)."""
+    return ConfigError(
+        f"Cannot write into {out} ({getattr(e, 'strerror', None) or e}); name a folder you can write to with --out."
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,7 +11,9 @@ HELP = "Classify image files or folders with a trained model; prints the top-k c
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="model.safetensors written by `convnet train` (or its run folder), or an .onnx file from `convnet export`")
+    p.add_argument("checkpoint",
+                   help="model.safetensors written by `convnet train` (or its run folder), or an .onnx file from "
+                   "`convnet export`")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files, or folders searched for images")
     p.add_argument("--top-k", type=int, default=3, help="how many classes to show per image")
     p.add_argument("--tta", type=int, default=0, choices=(0, 1, 2), help="test-time augmentation level")
@@ -39,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
         if r.error is not None:
             failed += 1
             if not args.json:
-                named = r.error if r.path in r.error else f"{r.path}: {r.error}"  # the reader's sentences name the file already
+                # the reader's sentences name the file already
+                named = r.error if r.path in r.error else f"{r.path}: {r.error}"
                 print(display_name(f"error: {named}"), file=sys.stderr, flush=True)
     if answered == 0:
         named = " ".join(display_name(p) for p in args.images)

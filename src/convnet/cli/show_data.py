@@ -19,7 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-n", "--count", type=int, default=10, help="how many images")
     p.add_argument("--out", default="samples.png", help="PNG file to write")
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffle the images are taken from")
-    p.add_argument("--first", action="store_true", help="the first N files in the data's own order instead of a shuffle")
+    p.add_argument("--first", action="store_true",
+                   help="the first N files in the data's own order instead of a shuffle")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +45,9 @@ def run(args: argparse.Namespace) -> int:
         named = f"{args.data} ({args.split})" if args.data is not None else ds.source
         path = save_image_grid(images, captions, args.out, title=display_name(f"{n} images, {which}: {named}"))
     except OSError as e:  # --out is a folder, or lies below a file, or the disk refuses
-        raise ConfigError(f"Cannot write --out {args.out} ({e.strerror or e}); name a .png file in a folder you can write to.") from None
+        raise ConfigError(
+            f"Cannot write --out {args.out} ({e.strerror or e}); name a .png file in a folder you can write to."
+        ) from None
     print(display_name(f"{n} images of {ds.source}: {', '.join(captions)}"))  # display_name: folders named in any bytes
     print(display_name(f"wrote {path}"))
     return 0

@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     c, h, w = args.input
     # build_model turns a builder's complaint about an argument into one sentence; the classes,
     # mean and std are placeholders that only fix the output count.
-    model = build_model(ModelInfo(name, extra, tuple(map(str, range(args.classes))), c, (h, w), (0.5,) * c, (0.25,) * c))
+    model = build_model(ModelInfo(name, extra, tuple(map(str, range(args.classes))), c, (h, w), (0.5,) * c,
+                                  (0.25,) * c))
     print(format_summary(model, (c, h, w), title=args.arch or name))
     return 0

@@ -38,7 +38,9 @@ class AugmentConfig:
         for name in ("translate", "cutout", "flip_seed"):
             value = getattr(self, name)
             if not is_int(value) or not 0 <= value <= MAX_PIXELS_OR_SEED:
-                raise ConfigError(f"--{name.replace('_', '-')} must be a whole number from 0 to {MAX_PIXELS_OR_SEED}, got {value!r}.")
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} must be a whole number from 0 to {MAX_PIXELS_OR_SEED}, got {value!r}."
+                )
 
 
 def _rand(n: int, gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
@@ -98,7 +100,8 @@ def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def reflect_shift(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
-    """Shift each image with reflection at the borders: out[n, :, i, j] = x[n, :, reflect(i + dy[n]), reflect(j + dx[n])].
+    """Shift each image with reflection at the borders:
+    out[n, :, i, j] = x[n, :, reflect(i + dy[n]), reflect(j + dx[n])].
 
     That is the crop at (p + dy, p + dx) of the image reflect-padded by p (as `F.pad(..., "reflect")`).
     Shifts must be smaller than the image side.
@@ -113,7 +116,9 @@ def reflect_shift(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.
 def batch_translate(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
     """Shift each image by dy, dx drawn uniformly from [-pad, pad], filling with its reflection."""
     if pad >= min(x.shape[-2:]):
-        raise ConfigError(f"A translation of {pad} pixels needs images larger than {pad}x{pad}; use a smaller translate.")
+        raise ConfigError(
+            f"A translation of {pad} pixels needs images larger than {pad}x{pad}; use a smaller translate."
+        )
     dy = _randint(-pad, pad + 1, len(x), gen, x)
     dx = _randint(-pad, pad + 1, len(x), gen, x)
     return reflect_shift(x, dy, dx)
@@ -134,7 +139,8 @@ def batch_cutout(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tens
     return x.masked_fill(square, 0)
 
 
-def augment_batch(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator, epoch: int, indices: torch.Tensor) -> torch.Tensor:
+def augment_batch(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator, epoch: int,
+                  indices: torch.Tensor) -> torch.Tensor:
     """Apply flip, then translate, then cutout as `cfg` asks.
 
     Args:

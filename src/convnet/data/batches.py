@@ -62,7 +62,8 @@ class InMemoryBatches:
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self) / self.batch_size)
 
-    def batches(self, epoch: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def batches(self, epoch: int,
+                generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """An epoch's batches in an order drawn from `generator` (its first draw of the epoch).
 
         Yields:
@@ -131,7 +132,8 @@ class StreamingBatches:
         # A rank without images in a short last batch trains on its first one with weight 0 (torch_trainer).
         return part if part.start < part.stop else slice(0, 1)
 
-    def batches(self, epoch: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def batches(self, epoch: int,
+                generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """An epoch's batches in the order `InMemoryBatches` gives them for the same generator.
 
         Yields:

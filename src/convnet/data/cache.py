@@ -129,7 +129,12 @@ def warn_damaged(path: Path, why: str | Exception) -> None:
     """One `CacheWarning`: the entry at `path` is not used, for the reason `why`."""
     if isinstance(why, Exception):
         why = (why.strerror if isinstance(why, OSError) else None) or str(why) or type(why).__name__
-    warnings.warn(f"The decode cache entry {path} is damaged or altered ({why}); its folder is decoded again and the entry replaced.", CacheWarning, stacklevel=3)
+    warnings.warn(
+        f"The decode cache entry {path} is damaged or altered ({why}); "
+        "its folder is decoded again and the entry replaced.",
+        CacheWarning,
+        stacklevel=3,
+    )
 
 
 def load_arrays(key: str, source: Path | None = None, warn: bool = True) -> dict[str, np.ndarray] | None:
@@ -265,7 +270,8 @@ def entries() -> list[Entry]:
         found.setdefault(stem, []).append(item.stat(follow_symlinks=False))
         if suffix == ".json":
             notes[stem] = _read_note(Path(item.path))
-    out = [Entry(stem, sum(st.st_size for st in stats), notes.get(stem), max(st.st_mtime for st in stats)) for stem, stats in found.items()]
+    out = [Entry(stem, sum(st.st_size for st in stats), notes.get(stem), max(st.st_mtime for st in stats))
+           for stem, stats in found.items()]
     return sorted(out, key=lambda e: -e.bytes)
 
 

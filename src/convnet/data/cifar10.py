@@ -89,13 +89,15 @@ def download_cifar10(dest: Path, url: str = URL, md5: str = MD5, timeout: float 
                     bar.update(len(block))
         if digest.hexdigest() != md5:
             raise DataError(
-                f"The file downloaded from {url} is damaged (MD5 {digest.hexdigest()}, expected {md5}); try again, or {advice}."
+                f"The file downloaded from {url} is damaged (MD5 {digest.hexdigest()}, expected {md5}); "
+                f"try again, or {advice}."
             )
 
     try:
         atomic_write(dest, fetch)
     except (OSError, http.client.HTTPException) as e:  # URLError and timeouts are OSErrors
-        reason = f"HTTP {e.code} {e.reason}" if isinstance(e, urllib.error.HTTPError) else getattr(e, "reason", None) or e
+        reason = (f"HTTP {e.code} {e.reason}" if isinstance(e, urllib.error.HTTPError)
+                  else getattr(e, "reason", None) or e)
         raise DataError(f"Could not download CIFAR-10 from {url} ({reason}); {advice}.") from e
     return dest
 
@@ -115,12 +117,17 @@ def load_cifar10(path: str | Path, split: str) -> Dataset:
         batch = _unpickle(members[name], path)
         data = _field(batch, "data")
         if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-            kind = f"{data.dtype} data of shape {data.shape}" if isinstance(data, np.ndarray) else f"a {type(data).__name__}"
-            raise DataError(f"{name} in {path} holds {kind}, not CIFAR-10's (N, 3072) uint8 array; download the archive again.")
+            kind = (f"{data.dtype} data of shape {data.shape}" if isinstance(data, np.ndarray)
+                    else f"a {type(data).__name__}")
+            raise DataError(
+                f"{name} in {path} holds {kind}, not CIFAR-10's (N, 3072) uint8 array; download the archive again."
+            )
         if data.nbytes > len(members[name]):
             # Only numpy's ndarray(shape) constructor, callable from a pickle, makes an array
             # larger than the file: uninitialised memory, which copying would fill.
-            raise DataError(f"{name} in {path} claims {data.shape[0]} images, more than the file holds; download the archive again.")
+            raise DataError(
+                f"{name} in {path} claims {data.shape[0]} images, more than the file holds; download the archive again."
+            )
         images.append(data.reshape(-1, 3, 32, 32))  # rows are R, G, B planes of 32x32
         labels.append(_labels(_field(batch, "labels"), len(data), len(classes), f"{name} in {path}"))
     return Dataset(
@@ -152,13 +159,17 @@ def _read_members(path: Path, names: tuple[str, ...]) -> dict[str, bytes]:
         raise DataError(f"{path} is not a readable {ARCHIVE} ({e}); download it again.") from e
     missing = [name for name in names if name not in found]
     if missing:
-        raise DataError(f"{path} lacks {', '.join(missing)}; pass the {ARCHIVE} archive or its extracted {FOLDER} folder.")
+        raise DataError(
+            f"{path} lacks {', '.join(missing)}; pass the {ARCHIVE} archive or its extracted {FOLDER} folder."
+        )
     return found
 
 
 def _check_size(name: str, size: int, path: Path) -> None:
     if size > _MAX_MEMBER_BYTES:
-        raise DataError(f"{name} in {path} is {size:,} bytes, too large for a CIFAR-10 batch; download the archive again.")
+        raise DataError(
+            f"{name} in {path} is {size:,} bytes, too large for a CIFAR-10 batch; download the archive again."
+        )
 
 
 def _class_names(meta: dict, path: Path) -> tuple[str, ...]:
@@ -169,7 +180,9 @@ def _class_names(meta: dict, path: Path) -> tuple[str, ...]:
     try:
         classes = tuple(n.decode() if isinstance(n, bytes) else n for n in names)
     except UnicodeDecodeError:
-        raise DataError(f"{META} in {path} names a class in bytes that are not UTF-8; download the archive again.") from None
+        raise DataError(
+            f"{META} in {path} names a class in bytes that are not UTF-8; download the archive again."
+        ) from None
     if len(set(classes)) != len(classes):
         raise DataError(f"{META} in {path} names a class twice; download the archive again.")
     return classes
@@ -177,13 +190,18 @@ def _class_names(meta: dict, path: Path) -> tuple[str, ...]:
 
 def _labels(raw: object, n_images: int, n_classes: int, where: str) -> np.ndarray:
     """A batch's labels as int64 (N,), checked: one integer in [0, n_classes) per image."""
-    if (isinstance(raw, np.ndarray) and raw.dtype.kind in "iu") or (isinstance(raw, list) and all(type(x) is int for x in raw)):
-        labels = np.asarray(raw, dtype=object if isinstance(raw, list) else None)  # object: ints beyond int64 stay exact
+    if ((isinstance(raw, np.ndarray) and raw.dtype.kind in "iu")
+            or (isinstance(raw, list) and all(type(x) is int for x in raw))):
+        # object: ints beyond int64 stay exact
+        labels = np.asarray(raw, dtype=object if isinstance(raw, list) else None)
         if labels.shape != (n_images,):
-            raise DataError(f"{where} has labels of shape {labels.shape} for {n_images} images; download the archive again.")
+            raise DataError(
+                f"{where} has labels of shape {labels.shape} for {n_images} images; download the archive again."
+            )
         if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
             raise DataError(
-                f"{where} has labels from {labels.min()} to {labels.max()}, outside the {n_classes} classes (0 to {n_classes - 1}); "
+                f"{where} has labels from {labels.min()} to {labels.max()}, "
+                f"outside the {n_classes} classes (0 to {n_classes - 1}); "
                 "download the archive again."
             )
         return labels.astype(np.int64)
@@ -205,10 +223,14 @@ def _unpickle(data: bytes, path: Path) -> dict:
         batch = _ArrayUnpickler(io.BytesIO(data), encoding="bytes").load()
     except Exception as e:  # a damaged pickle can raise nearly anything
         reason = " ".join(str(e).split())  # some of pickle's messages span lines
-        raise DataError(f"{path} holds a batch that is not a CIFAR-10 pickle ({reason}); download the archive again.") from e
+        raise DataError(
+            f"{path} holds a batch that is not a CIFAR-10 pickle ({reason}); download the archive again."
+        ) from e
     if not isinstance(batch, dict):
         kind = type(batch).__name__
-        raise DataError(f"{path} holds a batch that is not a CIFAR-10 pickle (a {kind}, not a dict); download the archive again.")
+        raise DataError(
+            f"{path} holds a batch that is not a CIFAR-10 pickle (a {kind}, not a dict); download the archive again."
+        )
     return batch
 
 

@@ -21,7 +21,9 @@ class Dataset:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise TypeError(f"images must be a uint8 (N, C, H, W) tensor, got {self.images.dtype} {tuple(self.images.shape)}")
+            raise TypeError(
+                f"images must be a uint8 (N, C, H, W) tensor, got {self.images.dtype} {tuple(self.images.shape)}"
+            )
         if self.labels.shape != (len(self.images),):
             raise TypeError(f"labels must have shape ({len(self.images)},), got {tuple(self.labels.shape)}")
 
@@ -65,7 +67,10 @@ def split_dataset(ds: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dat
     """Carve a seeded, stratified validation split: returns (train, val)."""
     kept, taken = stratified_indices(ds.labels, fraction, seed)
     if len(taken) == 0 or len(kept) == 0:
-        raise DataError(f"A validation split of {fraction} leaves one side empty on {len(ds)} images; use a larger dataset or another --val-split.")
+        raise DataError(
+            f"A validation split of {fraction} leaves one side empty on {len(ds)} images; "
+            "use a larger dataset or another --val-split."
+        )
     return ds.subset(kept), ds.subset(taken)
 
 
@@ -74,7 +79,9 @@ def limit_dataset(ds: Dataset, n: int, seed: int) -> Dataset:
     if n >= len(ds):
         return ds
     if n < len(ds.classes):
-        raise DataError(f"--limit {n} is smaller than the {len(ds.classes)} classes; ask for at least one image per class.")
+        raise DataError(
+            f"--limit {n} is smaller than the {len(ds.classes)} classes; ask for at least one image per class."
+        )
     _, taken = stratified_indices(ds.labels, n / len(ds), seed)
     return ds.subset(taken)
 

@@ -52,14 +52,19 @@ def read_idx(path: Path) -> np.ndarray:
         with opener(path, "rb") as f:
             head = f.read(4)
             if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != _UBYTE:
-                raise DataError(f"{path} is not an unsigned-byte IDX file (its header is {head.hex()}); replace it with a good copy.")
+                raise DataError(
+                    f"{path} is not an unsigned-byte IDX file (its header is {head.hex()}); "
+                    "replace it with a good copy."
+                )
             dims = f.read(4 * head[3])
             if len(dims) < 4 * head[3]:
                 raise DataError(f"{path} ends inside its header; replace it with a good copy.")
             shape = tuple(int(d) for d in np.frombuffer(dims, dtype=">u4"))
             size = math.prod(shape)  # Python ints: four uint32 dimensions overflow int64
             if size > _MAX_VALUES:
-                raise DataError(f"{path} promises {shape} values, more than an IDX file convnet reads; replace it with a good copy.")
+                raise DataError(
+                    f"{path} promises {shape} values, more than an IDX file convnet reads; replace it with a good copy."
+                )
             raw = f.read(size + 1)
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path} cannot be read ({e}); replace it with a good copy.") from e

@@ -6,8 +6,9 @@
 Images may be JPEG, PNG, BMP, GIF, WebP or TIFF of any size and mode; each goes through
 `images.load_image`, the conversion prediction uses too. Files Pillow cannot read, and entries
 named like images that are not regular files (FIFOs, sockets, broken or looping links), are
-skipped and named in one `DataWarning`; the latter are never opened, so a FIFO cannot hang a load. Decoded splits are cached (see `cache.py`), so only the first
-load of a folder pays for decoding; large folders are decoded by one worker process per core.
+skipped and named in one `DataWarning`; the latter are never opened, so a FIFO cannot hang a load.
+Decoded splits are cached (see `cache.py`), so only the first load of a folder pays for decoding;
+large folders are decoded by one worker process per core.
 """
 from __future__ import annotations
 
@@ -94,7 +95,9 @@ def scan_folder(
     if not classes:
         raise DataError(f"No images found in {root}; an image folder holds {LAYOUT}.")
     if len(classes) == 1:
-        raise DataError(f"{root} has images of one class only ({classes[0]}); a classifier needs at least two class subfolders.")
+        raise DataError(
+            f"{root} has images of one class only ({classes[0]}); a classifier needs at least two class subfolders."
+        )
     files, labels = _files_and_labels(tree[split], classes)  # files: paths relative to root
     if not files:
         raise DataError(f"No images found in {root / split}; put one subfolder of images per class there.")
@@ -127,7 +130,8 @@ def load_image_folder(
 def load_scanned(found: FolderSplit) -> Dataset:
     """`load_image_folder` after the scan: decode the split into memory, or read its cache entry."""
     root, files = found.root, found.files
-    key = cache.cache_key("image-folder", root, files, split=found.split, size=list(found.image_size), channels=found.channels)
+    key = cache.cache_key("image-folder", root, files, split=found.split, size=list(found.image_size),
+                          channels=found.channels)
     stored = cache.load_arrays(key, root)
     if not _is_entry_for(stored, len(files), found.classes, (found.channels, *found.image_size)):
         stored = _decode_split(found)
@@ -180,7 +184,8 @@ def _files_and_labels(by_class: dict[str, list[str]], classes: tuple[str, ...]) 
     return files, np.array(labels, dtype=np.int64)
 
 
-def _natural_format(root: Path, tree: dict[str, dict[str, list[str]]], classes: tuple[str, ...]) -> tuple[tuple[int, int], int]:
+def _natural_format(root: Path, tree: dict[str, dict[str, list[str]]],
+                    classes: tuple[str, ...]) -> tuple[tuple[int, int], int]:
     """(H, W) and channel count of the folder's first readable image, as displayed (EXIF applied).
 
     Taken from the whole folder, not the split asked for, so that every split decodes to one shape.
@@ -208,7 +213,8 @@ def _decode_split(found: FolderSplit) -> dict[str, np.ndarray]:
     skipped = [f for f, good in zip(found.files, ok, strict=True) if not good]
     if not ok.any():
         raise none_readable(found.root)
-    return {"images": images[ok], "labels": found.labels[ok], "classes": np.array(found.classes), "skipped": np.array(skipped, dtype=str)}
+    return {"images": images[ok], "labels": found.labels[ok], "classes": np.array(found.classes),
+            "skipped": np.array(skipped, dtype=str)}
 
 
 def decode_files(found: FolderSplit) -> Iterator[tuple[np.ndarray, list[int]]]:
@@ -222,7 +228,8 @@ def decode_files(found: FolderSplit) -> Iterator[tuple[np.ndarray, list[int]]]:
     chunks = [files[i : i + _CHUNK] for i in range(0, len(files), _CHUNK)]
     quiet = True if len(files) < _PROGRESS_MIN else None  # None: tqdm shows the bar on a terminal only
     jobs = [(str(found.root), chunk, found.image_size, found.channels) for chunk in chunks]
-    with _parallel_map(len(files)) as pmap, tqdm(total=len(files), desc="decoding images", unit="img", disable=quiet) as bar:
+    with (_parallel_map(len(files)) as pmap,
+          tqdm(total=len(files), desc="decoding images", unit="img", disable=quiet) as bar):
         for arrays, bad in pmap(_decode_chunk, jobs):
             bar.update(len(arrays))
             yield arrays, bad
@@ -269,10 +276,15 @@ def _store(key: str, arrays: dict[str, np.ndarray], root: Path) -> None:
     except OSError as e:
         # The data is already decoded; a cache that cannot be written only costs time next run.
         where = cache.cache_path(key).parent
-        warnings.warn(f"Could not cache the decoded images in {where} ({e}); set CONVNET_HOME to a writable folder.", DataWarning, stacklevel=3)
+        warnings.warn(
+            f"Could not cache the decoded images in {where} ({e}); set CONVNET_HOME to a writable folder.",
+            DataWarning,
+            stacklevel=3,
+        )
 
 
-def _is_entry_for(stored: Mapping[str, np.ndarray] | None, n_files: int, classes: tuple[str, ...], shape: tuple[int, ...]) -> bool:
+def _is_entry_for(stored: Mapping[str, np.ndarray] | None, n_files: int, classes: tuple[str, ...],
+                  shape: tuple[int, ...]) -> bool:
     """Whether a cache entry holds what decoding these files would give: anything else (an entry
     damaged or planted in the cache home) is decoded again rather than trusted."""
     if stored is None or set(stored) != {"images", "labels", "classes", "skipped"}:
@@ -296,4 +308,8 @@ def warn_skipped(root: Path, skipped: list[str]) -> None:
         return
     named = ", ".join(display_name(s) for s in skipped[:_MAX_NAMED])
     more = f" and {len(skipped) - _MAX_NAMED} more" if len(skipped) > _MAX_NAMED else ""
-    warnings.warn(f"Skipped {len(skipped)} unreadable image file(s) in {display_name(root)}: {named}{more}.", DataWarning, stacklevel=3)
+    warnings.warn(
+        f"Skipped {len(skipped)} unreadable image file(s) in {display_name(root)}: {named}{more}.",
+        DataWarning,
+        stacklevel=3,
+    )

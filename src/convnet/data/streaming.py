@@ -103,7 +103,12 @@ class ImageStore:
             except UNREADABLE:
                 bad.append(self.files[r])  # found only now, as nothing was decoded ahead: trained as a black image
         if bad:
-            warnings.warn(f"Could not decode {', '.join(display_name(b) for b in bad)} in {display_name(self.root)}; trained on as a black image.", DataWarning, stacklevel=2)
+            warnings.warn(
+                f"Could not decode {', '.join(display_name(b) for b in bad)} in {display_name(self.root)}; "
+                "trained on as a black image.",
+                DataWarning,
+                stacklevel=2,
+            )
         return out
 
 
@@ -139,7 +144,8 @@ class StreamedSplit:
 
 def open_streamed(found: FolderSplit) -> StreamedSplit:
     """The split to stream: its decode cache, made first when there is none (see the module docstring)."""
-    key = cache.cache_key("image-folder-stream", found.root, found.files, split=found.split, size=list(found.image_size), channels=found.channels)
+    key = cache.cache_key("image-folder-stream", found.root, found.files, split=found.split,
+                          size=list(found.image_size), channels=found.channels)
     shape = (found.channels, *found.image_size)
     index = _cached_index(key, found, warn=True)
     if index is None:
@@ -149,7 +155,8 @@ def open_streamed(found: FolderSplit) -> StreamedSplit:
     else:
         skipped_set = set(index["skipped"].tolist())
         kept = [f for f in found.files if f not in skipped_set]
-        store, labels, skipped = ImageStore(found.root, tuple(kept), shape, _raw_path(key)), index["labels"], index["skipped"].tolist()
+        store, labels, skipped = (ImageStore(found.root, tuple(kept), shape, _raw_path(key)), index["labels"],
+                                  index["skipped"].tolist())
     image_folder.warn_skipped(found.root, sorted(found.others + [str(s) for s in skipped]))
     labels = torch.from_numpy(np.asarray(labels, dtype=np.int64))
     return StreamedSplit(store, torch.arange(len(labels)), labels, found.classes, image_folder.source_name(found))
@@ -206,20 +213,31 @@ def _make_cache(key: str, found: FolderSplit) -> dict[str, np.ndarray] | None:
             free = shutil.disk_usage(raw.parent).free
             if found.decoded_bytes + FREE_MARGIN > free:
                 warnings.warn(
-                    f"The decode cache of {len(found.files)} images would take {size} in {raw.parent}, which has {size_text(free)} free; "
-                    "images are decoded again every epoch instead (set CONVNET_HOME to a disk with room to cache them).",
+                    f"The decode cache of {len(found.files)} images would take {size} in {raw.parent}, "
+                    f"which has {size_text(free)} free; "
+                    "images are decoded again every epoch instead "
+                    "(set CONVNET_HOME to a disk with room to cache them).",
                     DataWarning,
                     stacklevel=3,
                 )
                 return None
-            warnings.warn(f"Caching {len(found.files)} decoded images for streaming: {size} in {raw} ({size_text(free)} free there).", DataWarning, stacklevel=3)
+            warnings.warn(
+                f"Caching {len(found.files)} decoded images for streaming: {size} in {raw} "
+                f"({size_text(free)} free there).",
+                DataWarning,
+                stacklevel=3,
+            )
             index = _decode_into(raw, found)
             cache.save_arrays(key, index, found.root)  # last: its presence says the raw file is whole
             for stale in cache.stale_keys(key, ".u8"):  # older files of the same folder and settings
                 _raw_path(stale).unlink(missing_ok=True)
             return index
     except OSError as e:
-        warnings.warn(f"Could not write the decode cache ({size}) in {raw.parent} ({e}); images are decoded again every epoch.", DataWarning, stacklevel=3)
+        warnings.warn(
+            f"Could not write the decode cache ({size}) in {raw.parent} ({e}); images are decoded again every epoch.",
+            DataWarning,
+            stacklevel=3,
+        )
         return None
 
 
@@ -242,7 +260,8 @@ def _decode_into(raw: Path, found: FolderSplit) -> dict[str, np.ndarray]:
     atomic_write(raw, write)
     skipped = [f for f, good in zip(found.files, ok, strict=True) if not good]
     labels = found.labels[ok]
-    return {"labels": labels, "skipped": np.array(skipped, dtype=str), "raw_sha256": cache.file_checksum(raw, len(labels) * _row_bytes(found))}
+    return {"labels": labels, "skipped": np.array(skipped, dtype=str),
+            "raw_sha256": cache.file_checksum(raw, len(labels) * _row_bytes(found))}
 
 
 def sample_stats(split: StreamedSplit, seed: int) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -103,7 +103,9 @@ class AirNet(nn.Module):
         whiten_channels = 2 * in_chans * whiten_width**2
         self.whiten = PatchWhitening(in_chans, whiten_channels, whiten_width)
         channels = (whiten_channels, *widths)
-        self.groups = nn.Sequential(*(ConvGroup(a, b, batchnorm_momentum) for a, b in zip(channels[:-1], channels[1:], strict=True)))
+        self.groups = nn.Sequential(
+            *(ConvGroup(a, b, batchnorm_momentum) for a, b in zip(channels[:-1], channels[1:], strict=True))
+        )
         self.head = GlobalPoolHead(widths[-1], num_classes, pool="max", bias=False, scale=scaling)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -147,7 +149,9 @@ def airnet(
         scaling: constant the logits are multiplied by (1/9).
     """
     if not isinstance(widths, (list, tuple)) or not widths or not all(is_int(w) and w >= 1 for w in widths):
-        raise ConfigError(f"airnet widths must be one or more positive channel counts, e.g. widths=(64, 256, 256), got {widths!r}.")
+        raise ConfigError(
+            f"airnet widths must be one or more positive channel counts, e.g. widths=(64, 256, 256), got {widths!r}."
+        )
     smallest = min_input_size(whiten_width, len(widths))
     if min(input_size) < smallest:
         raise ConfigError(

@@ -57,11 +57,13 @@ class Residual(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    """ResNet-18's block: relu(bn(conv(relu(bn(conv(x))))) + shortcut(x)), the shortcut a 1x1 conv-BN when the shape changes."""
+    """ResNet-18's block: relu(bn(conv(relu(bn(conv(x))))) + shortcut(x)),
+    the shortcut a 1x1 conv-BN when the shape changes."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int):
         super().__init__()
-        self.body = nn.Sequential(conv_bn_relu(in_channels, out_channels, stride=stride), conv_bn(out_channels, out_channels))
+        self.body = nn.Sequential(conv_bn_relu(in_channels, out_channels, stride=stride),
+                                  conv_bn(out_channels, out_channels))
         same_shape = stride == 1 and in_channels == out_channels
         # The projection is a 1x1 conv with stride `stride`, computed as a stride-1 conv of every
         # stride-th pixel: the same function and weights, but it keeps out oneDNN's strided 1x1

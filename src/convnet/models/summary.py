@@ -65,6 +65,7 @@ def format_summary(model: nn.Module, input_shape: tuple[int, int, int], title: s
     lines = [f'Model: "{title}"'] if title else []
     lines += [rule, f"{'Layer (type)':<{name_w}}{'Output Shape':<{shape_w}}{'Param #':>12}", rule]
     lines += [f"{r.name:<{name_w}}{str((None, *r.output_shape)):<{shape_w}}{r.params:>12,}" for r in rows]
-    lines += [rule, f"Total params: {total:,}", f"Trainable params: {trainable:,}", f"Non-trainable params: {total - trainable:,}", f"Input shape: {input_shape}"]
+    lines += [rule, f"Total params: {total:,}", f"Trainable params: {trainable:,}",
+              f"Non-trainable params: {total - trainable:,}", f"Input shape: {input_shape}"]
     note = pool_before_relu_note(rows)
     return "\n".join(lines if note is None else [*lines, note])

@@ -24,7 +24,8 @@ IMAGE_SIZE = 4  # the tutorial's 4x4 example image
 def _check_sizes(n: int, kernel: int, stride: int, padding: int, pool: int, pool_stride: int) -> None:
     """Raise `SettingError` for a setting out of range or one that leaves an empty map; `$name` is a
     setting, named by each front end its own way (the CLI's --pool-stride, the server's pool_stride)."""
-    least = {"kernel": (kernel, 1), "stride": (stride, 1), "padding": (padding, 0), "pool": (pool, 1), "pool_stride": (pool_stride, 1)}
+    least = {"kernel": (kernel, 1), "stride": (stride, 1), "padding": (padding, 0), "pool": (pool, 1),
+             "pool_stride": (pool_stride, 1)}
     for name, (value, bound) in least.items():
         if value < bound:
             raise SettingError(f"${name} is {value} but must be at least {bound}; pass a larger number.")
@@ -53,7 +54,9 @@ def _example_image(image: np.ndarray | None, rng: np.random.Generator) -> np.nda
     """`image` as an array, refused unless (C, n, n); by default a random 3x4x4 image of 0..9 from `rng`."""
     image = rng.integers(0, 10, (3, IMAGE_SIZE, IMAGE_SIZE)) if image is None else np.asarray(image)
     if image.ndim != 3 or image.shape[1] != image.shape[2]:
-        raise SpecError(f"The example image must be square, (channels, n, n), got shape {image.shape}; pass a (3, 4, 4) array.")
+        raise SpecError(
+            f"The example image must be square, (channels, n, n), got shape {image.shape}; pass a (3, 4, 4) array."
+        )
     return image
 
 
@@ -149,11 +152,13 @@ def parameter_arithmetic(image_side: int = 200, channels: int = 3, kernel: int =
     rows = []
     for i, layer in enumerate(p.layers):
         shapes = [list(q.shape) for q in layer_from_plan(layer, np.float64, np.random.default_rng(0)).parameters()]
-        rows.append({"name": f"layers.{i}", "kind": layer.kind, "out_shape": list(layer.out_shape), "shapes": shapes, "count": sum(int(np.prod(s)) for s in shapes)})
+        rows.append({"name": f"layers.{i}", "kind": layer.kind, "out_shape": list(layer.out_shape), "shapes": shapes,
+                     "count": sum(int(np.prod(s)) for s in shapes)})
     return {
         "dense_neuron": {"side": image_side, "channels": channels, "weights": image_side * image_side * channels},
         "filter": {"kernel": kernel, "channels": channels, "weights": kernel * kernel * channels, "bias": 1},
-        "network": {"spec": TUTORIAL_SPEC, "input": [channels, *size], "classes": classes, "layers": rows, "total": sum(r["count"] for r in rows)},
+        "network": {"spec": TUTORIAL_SPEC, "input": [channels, *size], "classes": classes, "layers": rows,
+                    "total": sum(r["count"] for r in rows)},
     }
 
 
@@ -179,7 +184,8 @@ def _grids(arrays: list[np.ndarray], titles: list[str], indent: str = "   ") -> 
     block_w = [max(len(t), len(b[0])) for t, b in zip(titles, blocks, strict=True)]
     lines = [indent + "    ".join(t.ljust(w) for t, w in zip(titles, block_w, strict=True)).rstrip()]
     for r in range(max(len(b) for b in blocks)):
-        lines.append(indent + "    ".join((b[r] if r < len(b) else "").ljust(w) for b, w in zip(blocks, block_w, strict=True)).rstrip())
+        lines.append(indent + "    ".join((b[r] if r < len(b) else "").ljust(w)
+                                          for b, w in zip(blocks, block_w, strict=True)).rstrip())
     return lines
 
 
@@ -197,10 +203,12 @@ def _conv_lines(r: dict) -> list[str]:
     for (i, j), value in np.ndenumerate(np.array(r["conv"])[0]):
         window = image[:, i * s : i * s + k, j * s : j * s + k]
         per_channel = [
-            "(" + " + ".join(f"{_factor(a)}*{_factor(b)}" for a, b in zip(window[ch].flat, filters[ch].flat, strict=True)) + f") [{name}]"
+            "(" + " + ".join(f"{_factor(a)}*{_factor(b)}"
+                             for a, b in zip(window[ch].flat, filters[ch].flat, strict=True)) + f") [{name}]"
             for ch, name in enumerate(r["channel_names"])
         ]
-        lines.append(f"   out[{i},{j}] = " + " + ".join(per_channel) + f" + {_factor(r['bias'])} [bias] = {_num(value)}")
+        lines.append(f"   out[{i},{j}] = " + " + ".join(per_channel)
+                     + f" + {_factor(r['bias'])} [bias] = {_num(value)}")
     return lines
 
 
@@ -225,7 +233,8 @@ def _dense_lines(r: dict) -> list[str]:
 
 def _softmax_lines(r: dict) -> list[str]:
     total = " + ".join(f"exp({_num(z)})" for z in r["logits"])
-    return [f"   P({name}) = exp({_num(z)}) / ({total}) = {p:.4f}" for name, z, p in zip(r["output_names"], r["logits"], r["probabilities"], strict=True)]
+    return [f"   P({name}) = exp({_num(z)}) / ({total}) = {p:.4f}"
+            for name, z, p in zip(r["output_names"], r["logits"], r["probabilities"], strict=True)]
 
 
 def render_text(r: dict) -> str:
@@ -243,12 +252,14 @@ def render_text(r: dict) -> str:
         out += [f"   Padding {r['padding']} frames each channel with zeros:", *_grids(list(padded), names)]
     out += [
         "",
-        f"2. The filter: {k}x{k} weights per channel ({k}x{k}x{c} in all), bias b = {r['bias']}, stride {r['stride']}, padding {r['padding']}.",
+        f"2. The filter: {k}x{k} weights per channel ({k}x{k}x{c} in all), bias b = {r['bias']}, "
+        f"stride {r['stride']}, padding {r['padding']}.",
         *_grids([np.array(f) for f in r["filters"]], names),
         "",
         "3. Convolution: slide the filter over the image; each output is the sum over channels of",
         "   the window-times-filter products, plus the bias.",
-        f"   Output size: {_formula(r['output_size']['conv'])}, so the map is {r['output_size']['conv']['out']}x{r['output_size']['conv']['out']}.",
+        f"   Output size: {_formula(r['output_size']['conv'])}, "
+        f"so the map is {r['output_size']['conv']['out']}x{r['output_size']['conv']['out']}.",
         *_conv_lines(r),
         *_grids([np.array(r["conv"])[0]], ["Feature map (before ReLU)"]),
         "",
@@ -260,9 +271,11 @@ def render_text(r: dict) -> str:
         *_pool_lines(r),
         *_grids([np.array(r["max_pool"])[0], np.array(r["avg_pool"])[0]], ["Max pooling", "Average pooling"]),
         "",
-        f"6. Flatten: the max-pooled map becomes a vector of {len(r['flat'])} number{'s' if len(r['flat']) > 1 else ''}: [{', '.join(_num(v) for v in r['flat'])}].",
+        f"6. Flatten: the max-pooled map becomes a vector of {len(r['flat'])} "
+        f"number{'s' if len(r['flat']) > 1 else ''}: [{', '.join(_num(v) for v in r['flat'])}].",
         "",
-        f"7. Dense layer: {len(r['output_names'])} outputs, each a weighted sum of the flattened inputs plus a bias (the logits):",
+        f"7. Dense layer: {len(r['output_names'])} outputs, each a weighted sum of the flattened inputs plus a bias "
+        "(the logits):",
         *_dense_lines(r),
         "",
         "8. Softmax turns the logits into probabilities that add up to 1: P(i) = exp(z_i) / sum_j exp(z_j).",
@@ -280,10 +293,12 @@ def render_parameters(p: dict) -> str:
         "9. Why convolutions: count the weights.",
         f"   A {d['side']}x{d['side']}x{d['channels']} image fully connected to ONE neuron: "
         f"{d['side']}*{d['side']}*{d['channels']} = {d['weights']:,} weights.",
-        f"   A {f['kernel']}x{f['kernel']}x{f['channels']} filter: {f['kernel']}*{f['kernel']}*{f['channels']} = {f['weights']:,} weights "
+        f"   A {f['kernel']}x{f['kernel']}x{f['channels']} filter: "
+        f"{f['kernel']}*{f['kernel']}*{f['channels']} = {f['weights']:,} weights "
         f"(+{f['bias']} bias = {f['weights'] + f['bias']:,}), shared by every position of the image.",
         "",
-        f"   The tutorial network ({net['spec']}) on {'x'.join(map(str, net['input'][1:]))}x{net['input'][0]} images, {net['classes']} classes:",
+        f"   The tutorial network ({net['spec']}) on {'x'.join(map(str, net['input'][1:]))}x{net['input'][0]} images, "
+        f"{net['classes']} classes:",
     ]
     for row in net["layers"]:
         shape = "x".join(map(str, row["out_shape"]))

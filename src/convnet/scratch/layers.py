@@ -171,7 +171,8 @@ class Conv2d(Module):
         rng = rng or np.random.default_rng()
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         fan = kernel_size * kernel_size
-        self.weight = Parameter(_glorot(rng, (out_channels, in_channels, kernel_size, kernel_size), in_channels * fan, out_channels * fan, dtype))
+        self.weight = Parameter(_glorot(rng, (out_channels, in_channels, kernel_size, kernel_size),
+                                        in_channels * fan, out_channels * fan, dtype))
         self.bias = Parameter(np.zeros(out_channels, dtype)) if bias else None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -273,7 +274,8 @@ class Flatten(Module):
 class Linear(Module):
     """y = x W^T + b with W of shape (out_features, in_features)."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype=np.float64, rng: np.random.Generator | None = None):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype=np.float64,
+                 rng: np.random.Generator | None = None):
         rng = rng or np.random.default_rng()
         self.weight = Parameter(_glorot(rng, (out_features, in_features), in_features, out_features, dtype))
         self.bias = Parameter(np.zeros(out_features, dtype)) if bias else None

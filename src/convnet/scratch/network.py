@@ -42,7 +42,8 @@ def layer_from_plan(layer: Layer, dtype, rng: np.random.Generator) -> L.Module:
     """The scratch layer for one planned layer (the same mapping as `models.sequential._module`)."""
     a = layer.args
     if layer.kind == "conv2d":
-        return L.Conv2d(a["in_channels"], a["out_channels"], a["kernel"], a["stride"], a["padding"], dtype=dtype, rng=rng)
+        return L.Conv2d(a["in_channels"], a["out_channels"], a["kernel"], a["stride"], a["padding"],
+                        dtype=dtype, rng=rng)
     if layer.kind == "linear":
         return L.Linear(a["in_features"], a["out_features"], dtype=dtype, rng=rng)
     if layer.kind in ("maxpool2d", "avgpool2d"):
@@ -72,7 +73,8 @@ def build_network(
     """
     rng = rng or np.random.default_rng()
     p = plan(spec, num_classes, in_chans, input_size)
-    return SequentialNet([layer_from_plan(layer, dtype, rng) for layer in p.layers], p.head_start, num_classes, in_chans)
+    return SequentialNet([layer_from_plan(layer, dtype, rng) for layer in p.layers], p.head_start, num_classes,
+                         in_chans)
 
 
 def _spec_of(info: dict, path: Path) -> str:
@@ -81,14 +83,20 @@ def _spec_of(info: dict, path: Path) -> str:
     model, args = info["model"], info["model_args"]
     if model not in takes:
         raise CheckpointError(
-            f"{path} holds a '{model}' model, which the NumPy engine cannot build; it runs only 'tutorial' and 'spec' models."
+            f"{path} holds a '{model}' model, which the NumPy engine cannot build; "
+            "it runs only 'tutorial' and 'spec' models."
         )
     unknown = sorted(set(args) - set(takes[model]))
     if unknown:
-        raise CheckpointError(f"{path} gives the '{model}' model arguments it does not take ({', '.join(unknown)}); pass the file `convnet train` wrote.")
+        raise CheckpointError(
+            f"{path} gives the '{model}' model arguments it does not take ({', '.join(unknown)}); "
+            "pass the file `convnet train` wrote."
+        )
     arch = args.get("arch", TUTORIAL_SPEC)
     if not isinstance(arch, str):
-        raise CheckpointError(f"{path} gives the 'spec' model an 'arch' that is not a spec string; pass the file `convnet train` wrote.")
+        raise CheckpointError(
+            f"{path} gives the 'spec' model an 'arch' that is not a spec string; pass the file `convnet train` wrote."
+        )
     return arch
 
 
@@ -122,13 +130,17 @@ def load_model_file(path: str | Path, dtype=np.float64) -> tuple[SequentialNet, 
     try:
         layers = plan(spec, classes, chans, size).layers
     except SpecError as e:
-        raise CheckpointError(f"{path} describes a network that cannot be built ({str(e).rstrip('.')}); pass the file `convnet train` wrote.") from None
+        raise CheckpointError(
+            f"{path} describes a network that cannot be built ({str(e).rstrip('.')}); "
+            "pass the file `convnet train` wrote."
+        ) from None
     # Checked before building, so that a hostile spec ("c100000-c100000") cannot make us allocate its
     # weights: more float32 weights than the largest model file holds can never match the file.
     needed = sum(_weights_at_least(layer) for layer in layers)
     if needed > MAX_MODEL_BYTES // 4:
         raise CheckpointError(
-            f"{path} describes a '{info['model']}' network of at least {needed:,} weights, more than any model file holds; "
+            f"{path} describes a '{info['model']}' network of at least {needed:,} weights, "
+            "more than any model file holds; "
             "pass the file `convnet train` wrote."
         )
     net = build_network(spec, classes, chans, size, dtype)
@@ -153,9 +165,13 @@ def predict_logits(net: SequentialNet, info: dict, images: np.ndarray, batch_siz
     """
     expected = (info["in_chans"], *info["input_size"])
     if images.dtype != np.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != expected:
-        raise DataError(f"Images must be uint8 (N, {', '.join(map(str, expected))}) for this model, got {images.dtype} {images.shape}; convert them with data.images.load_image.")
+        raise DataError(
+            f"Images must be uint8 (N, {', '.join(map(str, expected))}) for this model, "
+            f"got {images.dtype} {images.shape}; convert them with data.images.load_image."
+        )
     net.eval()
-    batches = [net.forward(normalize(images[i : i + batch_size], info["mean"], info["std"], net.dtype)) for i in range(0, len(images), batch_size)]
+    batches = [net.forward(normalize(images[i : i + batch_size], info["mean"], info["std"], net.dtype))
+               for i in range(0, len(images), batch_size)]
     return np.concatenate(batches) if batches else np.empty((0, len(info["classes"])), net.dtype)
 
 

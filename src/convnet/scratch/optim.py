@@ -31,7 +31,8 @@ class Optimizer:
 class SGD(Optimizer):
     """p -= lr * v with v = momentum * v + (grad + weight_decay * p), torch's formulation."""
 
-    def __init__(self, params: Iterable[Parameter], lr: float, momentum: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False):
+    def __init__(self, params: Iterable[Parameter], lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
+                 nesterov: bool = False):
         super().__init__(params)
         self.lr, self.momentum, self.weight_decay, self.nesterov = lr, momentum, weight_decay, nesterov
         self._velocity: list[np.ndarray | None] = [None] * len(self.params)

@@ -63,7 +63,10 @@ def _forward_keeping_last_map(model: nn.Module, x: torch.Tensor) -> tuple[torch.
     with hooked(model, [(m, partial(keep, name)) for name, m in model.named_modules()]):
         logits = model(x)
     if not spatial:
-        raise ConfigError("Every layer of this model reduces the image to 1x1, so Grad-CAM has no map to show; use a model with convolutions on a larger input.")
+        raise ConfigError(
+            "Every layer of this model reduces the image to 1x1, so Grad-CAM has no map to show; "
+            "use a model with convolutions on a larger input."
+        )
     return logits, *spatial[-1]
 
 

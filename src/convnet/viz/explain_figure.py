@@ -36,7 +36,8 @@ def _annotated_grid(ax: Axes, values: np.ndarray, title: str, cmap: str, centred
 def worked_example_figure(result: dict) -> Figure:
     """A matplotlib Figure (no pyplot, no global backend) of a `worked_example` result."""
     names = result["channel_names"]
-    stages = [("conv", "convolution + bias"), ("relu", "ReLU"), ("max_pool", "max pooling"), ("avg_pool", "average pooling")]
+    stages = [("conv", "convolution + bias"), ("relu", "ReLU"), ("max_pool", "max pooling"),
+              ("avg_pool", "average pooling")]
     cols = max(len(names), len(stages))
     fig = Figure(figsize=(2.4 * cols, 9.5), layout="constrained")
     axes = fig.subplots(4, cols, squeeze=False)

@@ -115,7 +115,8 @@ def image_grid(
         y = title_h + pad + (i // ncols) * (cell_h + caption_h + pad)
         grid.paste(tile, (x + (cell_w - tile.width) // 2, y + (cell_h - tile.height) // 2))
         if captions is not None:
-            draw.multiline_text((x + (cell_w - sizes[i][0]) // 2, y + cell_h + pad), captions[i], fill=text_colour, font=font, align="center")
+            draw.multiline_text((x + (cell_w - sizes[i][0]) // 2, y + cell_h + pad), captions[i], fill=text_colour,
+                                font=font, align="center")
     return grid
 
 
@@ -133,8 +134,10 @@ def save_png(image: Image.Image, path: str | Path) -> Path:
     return path
 
 
-def save_image_grid(images: torch.Tensor, captions: Sequence[str], path: str | Path, ncols: int = 5, title: str | None = None) -> Path:
-    """Images (N, C, H, W) uint8 in a grid, each with its caption below, as the tutorial shows the data; a PNG at `path`."""
+def save_image_grid(images: torch.Tensor, captions: Sequence[str], path: str | Path, ncols: int = 5,
+                    title: str | None = None) -> Path:
+    """Images (N, C, H, W) uint8 in a grid, each with its caption below, as the tutorial shows the data;
+    a PNG at `path`."""
     scale = fit_scale(tuple(images.shape[2:]), SAMPLE_PIXELS)
     return save_png(image_grid(images, captions, ncols=ncols, scale=scale, pad=6, title=title, font_size=14), path)
 

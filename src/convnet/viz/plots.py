@@ -39,7 +39,8 @@ def plot_curves(history: Sequence[dict], path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def plot_confusion(confusion: torch.Tensor, classes: Sequence[str], path: str | Path, title: str = "confusion matrix") -> Path:
+def plot_confusion(confusion: torch.Tensor, classes: Sequence[str], path: str | Path,
+                   title: str = "confusion matrix") -> Path:
     """Rows are true classes, columns predicted; each cell shows its count."""
     cm = confusion.numpy()
     k = len(classes)
@@ -53,5 +54,6 @@ def plot_confusion(confusion: torch.Tensor, classes: Sequence[str], path: str | 
     ax.set_title(title)
     threshold = cm.max() / 2 if cm.size else 0
     for i, j in np.ndindex(cm.shape):
-        ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8, color="white" if cm[i, j] > threshold else "black")
+        ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
+                color="white" if cm[i, j] > threshold else "black")
     return _save(fig, path)
