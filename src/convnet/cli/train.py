@@ -28,22 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="preset to start from; other flags override its fields")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue an interrupted run from its folder (other flags are ignored)")
-    add_data_argument(p)
-    p.add_argument("--val-split", type=float,
-                   help="fraction carved from the training data for validation when it has no val split")
-    p.add_argument("--limit", type=int, help="train on a seeded, stratified subset of N images")
-    p.add_argument("--image-size", type=image_size, help="resize images to S or HxW (default: the data's own size)")
-    p.add_argument("--channels", type=int, choices=cfg.CHANNELS,
-                   help="1 (grayscale) or 3 (RGB) (default: the data's own)")
-    p.add_argument("--normalize", choices=cfg.NORMALIZATIONS,
-                   help="unit: pixels/255 as in the tutorial; standard: per-channel mean/std")
-    p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
-                   help="read an image folder's batches from disk, decoded once into a cache file, "
-                   "instead of holding it in memory")
-    p.add_argument("--memory-budget-mb", type=int,
-                   help="MB of decoded images held in memory; larger folders stream (default: half the available RAM)")
-    p.add_argument("--loader-workers", type=int,
-                   help="processes reading a streamed folder's batches ahead of training (default 2; 0: none)")
+    _add_data_arguments(p)
     p.add_argument("--model", help="a registered model (see `convnet summary --list`)")
     p.add_argument("--arch", help="build a sequential CNN from a spec, e.g. c32-p-c64-p-c64-f-d64 (sets --model spec)")
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
@@ -99,6 +84,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="run folder name (default <model>-<date>-<time>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     _show_recipe_defaults(p)
+
+
+def _add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags that choose the data and how it is read."""
+    add_data_argument(p)
+    p.add_argument("--val-split", type=float,
+                   help="fraction carved from the training data for validation when it has no val split")
+    p.add_argument("--limit", type=int, help="train on a seeded, stratified subset of N images")
+    p.add_argument("--image-size", type=image_size, help="resize images to S or HxW (default: the data's own size)")
+    p.add_argument("--channels", type=int, choices=cfg.CHANNELS,
+                   help="1 (grayscale) or 3 (RGB) (default: the data's own)")
+    p.add_argument("--normalize", choices=cfg.NORMALIZATIONS,
+                   help="unit: pixels/255 as in the tutorial; standard: per-channel mean/std")
+    p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
+                   help="read an image folder's batches from disk, decoded once into a cache file, "
+                   "instead of holding it in memory")
+    p.add_argument("--memory-budget-mb", type=int,
+                   help="MB of decoded images held in memory; larger folders stream (default: half the available RAM)")
+    p.add_argument("--loader-workers", type=int,
+                   help="processes reading a streamed folder's batches ahead of training (default 2; 0: none)")
 
 
 def _show_recipe_defaults(p: argparse.ArgumentParser) -> None:
