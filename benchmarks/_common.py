@@ -28,7 +28,8 @@ def isa_effect(isa: str) -> dict:
     """What a child process under `isa_env(isa)` sees: ATen's kernels and whether convnet would train in bf16."""
     probe = ("import json, torch; print(json.dumps({'torch_cpu_capability': torch.backends.cpu.get_cpu_capability(), "
              "'bf16_cpu': bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())}))")
-    out = subprocess.run([sys.executable, "-c", probe], env=isa_env(isa), check=True, capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, "-c", probe], env=isa_env(isa), check=True, capture_output=True,
+                         text=True).stdout
     return json.loads(out)
 
 
@@ -61,7 +62,8 @@ def machine() -> dict:
 
 def git_commit() -> str:
     try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True,
+                              text=True).stdout.strip()
     except OSError:
         return ""
 
@@ -70,7 +72,8 @@ def write_result(name: str, figures: dict, folder: Path = RESULTS) -> Path:
     """<folder>/<name>.json (benchmarks/results/) with the machine, versions, date and commit beside the figures."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
-    record = {"benchmark": name, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": git_commit(), "machine": machine(), **figures}
+    record = {"benchmark": name, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "commit": git_commit(), "machine": machine(), **figures}
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {path}")
     return path

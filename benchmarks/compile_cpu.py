@@ -31,22 +31,24 @@ CHILD = r"""
 import json, sys, torch, torch.nn as nn, torch.nn.functional as F
 channels, batch = int(sys.argv[1]), int(sys.argv[2])
 torch.manual_seed(0)
-net = nn.Sequential(nn.Conv2d(3, channels, 3), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(channels * 15 * 15, 10))
+net = nn.Sequential(nn.Conv2d(3, channels, 3), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(),
+                    nn.Linear(channels * 15 * 15, 10))
 x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
 F.cross_entropy(torch.compile(net)(x), y).backward()
 compiled = [p.grad.clone() for p in net.parameters()]
 reference = net.double()
 reference.zero_grad()
 F.cross_entropy(reference(x.double()), y).backward()
-print(json.dumps({"max_grad_diff": max((c.double() - p.grad).abs().max().item() for c, p in zip(compiled, reference.parameters()))}))
+print(json.dumps({"max_grad_diff": max((c.double() - p.grad).abs().max().item()
+                                       for c, p in zip(compiled, reference.parameters()))}))
 """
 
 
 def run_case(channels: int, batch: int, isa: str) -> dict:
     case = {"channels": channels, "batch": batch}
     try:
-        proc = subprocess.run([sys.executable, "-c", CHILD, str(channels), str(batch)], env=isa_env(isa), capture_output=True, text=True,
-                              timeout=TIMEOUT_S)
+        proc = subprocess.run([sys.executable, "-c", CHILD, str(channels), str(batch)], env=isa_env(isa),
+                              capture_output=True, text=True, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
         return {**case, "outcome": "hung", "last_line": f"no result after {TIMEOUT_S} s"}
     if proc.returncode == 0:
@@ -60,7 +62,8 @@ def run_case(channels: int, batch: int, isa: str) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--isa", default="native,avx2", help="comma-separated: native, avx2 (an AVX-512 machine restricted to AVX2)")
+    p.add_argument("--isa", default="native,avx2",
+                   help="comma-separated: native, avx2 (an AVX-512 machine restricted to AVX2)")
     args = p.parse_args()
     results = {}
     for isa in args.isa.split(","):
@@ -72,8 +75,10 @@ def main() -> None:
                         "failed": sum(c["outcome"] != "ok" for c in cases), "of": len(cases)}
     import torch
 
-    write_result("compile_cpu", {"torch": torch.__version__, "tolerance": TOLERANCE, "method": "one training step compiled against eager fp64, "
-                 "each case in its own process", "results": results})
+    write_result("compile_cpu", {"torch": torch.__version__, "tolerance": TOLERANCE,
+                                 "method": "one training step compiled against eager fp64, "
+                                           "each case in its own process",
+                                 "results": results})
 
 
 if __name__ == "__main__":

@@ -28,10 +28,11 @@ from _common import RESULTS, SHARED_CIFAR, git_commit, timed_run, write_result
 
 
 def run_case(nproc: int, threads: int, args: argparse.Namespace, runs: Path, name: str) -> dict:
-    train = ["train", "--recipe", args.recipe, "--data", str(args.data), "--epochs", str(args.epochs), "--device", args.device,
-             "--runs-dir", str(runs), "--name", name, "--quiet"]
+    train = ["train", "--recipe", args.recipe, "--data", str(args.data), "--epochs", str(args.epochs),
+             "--device", args.device, "--runs-dir", str(runs), "--name", name, "--quiet"]
     if nproc > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "convnet", *train]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "convnet", *train]
     else:
         cmd = [sys.executable, "-m", "convnet", *train]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
@@ -41,7 +42,8 @@ def run_case(nproc: int, threads: int, args: argparse.Namespace, runs: Path, nam
     rows = list(csv.DictReader((runs / name / "history.csv").read_text().splitlines()))
     return {
         "wall_seconds": seconds,
-        "images_per_s": statistics.median(float(r["images_per_s"]) for r in rows[1:]) if len(rows) > 1 else float(rows[0]["images_per_s"]),
+        "images_per_s": (statistics.median(float(r["images_per_s"]) for r in rows[1:]) if len(rows) > 1
+                         else float(rows[0]["images_per_s"])),
         "train_loss_per_epoch": [float(r["train_loss"]) for r in rows],
         "val_acc_per_epoch": [float(r["val_acc"]) for r in rows],
     }
@@ -59,7 +61,9 @@ def main() -> None:
     cores = len(os.sched_getaffinity(0))
     # (label, processes, threads per process)
     if args.device == "cpu":
-        cases = [(f"1 process x {cores} threads", 1, cores), (f"{args.nproc} processes x {max(1, cores // args.nproc)} threads", args.nproc, max(1, cores // args.nproc))]
+        cases = [(f"1 process x {cores} threads", 1, cores),
+                 (f"{args.nproc} processes x {max(1, cores // args.nproc)} threads", args.nproc,
+                  max(1, cores // args.nproc))]
     else:
         cases = [("1 GPU", 1, 1), (f"{args.nproc} GPUs", args.nproc, 1)]
     rounds: dict[str, list[dict]] = {label: [] for label, _, _ in cases}
@@ -68,7 +72,8 @@ def main() -> None:
             for label, nproc, threads in cases:
                 result = run_case(nproc, threads, args, Path(tmp), f"r{r}-{nproc}")
                 rounds[label].append(result)
-                print(f"round {r + 1}: {label}: {result['images_per_s']:.0f} img/s, losses {result['train_loss_per_epoch']}")
+                print(f"round {r + 1}: {label}: {result['images_per_s']:.0f} img/s, "
+                      f"losses {result['train_loss_per_epoch']}")
     summary = {label: {"processes": nproc, "threads_per_process": threads,
                        "images_per_s": statistics.median(x["images_per_s"] for x in rounds[label]),
                        "train_loss_per_epoch": rounds[label][0]["train_loss_per_epoch"],
@@ -81,10 +86,12 @@ def main() -> None:
     path = RESULTS / "ddp_scaling.json"
     entries = json.loads(path.read_text()).get("entries", {}) if path.is_file() else {}
     entries[f"{args.recipe}-{args.device}-{args.nproc}"] = {
-        "recipe": args.recipe, "data": str(args.data), "epochs": args.epochs, "device": args.device, "repeats": args.repeats,
-        "commit": git_commit(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cases": summary, "speedup": speedup,
+        "recipe": args.recipe, "data": str(args.data), "epochs": args.epochs, "device": args.device,
+        "repeats": args.repeats, "commit": git_commit(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cases": summary, "speedup": speedup,
     }
-    write_result("ddp_scaling", {"method": "median images/s over epochs 2.. and over interleaved rounds; losses of the first round",
+    write_result("ddp_scaling", {"method": "median images/s over epochs 2.. and over interleaved rounds; "
+                                           "losses of the first round",
                                  "entries": entries})
 
 

@@ -69,9 +69,9 @@ CHOICE_CASES = {
 }
 SETS = {
     "shipped": list(CASES),
-    "choices": ["tutorial-fast", "tutorial-fast batch 256", "tutorial-fast 1 thread", "tutorial-fast fp32", "tutorial-fast fp32 batch 256",
-                "tutorial-fast fp32 1 thread", "tutorial-fast fp32 compiled", "fast", "fast batch 500", "fast fp32", "fast fp32 batch 500",
-                "fast fp32 compiled"],
+    "choices": ["tutorial-fast", "tutorial-fast batch 256", "tutorial-fast 1 thread", "tutorial-fast fp32",
+                "tutorial-fast fp32 batch 256", "tutorial-fast fp32 1 thread", "tutorial-fast fp32 compiled", "fast",
+                "fast batch 500", "fast fp32", "fast fp32 batch 500", "fast fp32 compiled"],
 }
 CASES = {**CASES, **CHOICE_CASES}
 # (what is compared, the variant without it, the variant with it)
@@ -116,7 +116,8 @@ def child(name: str) -> dict:
     if variation.pop("default_malloc", False):
         engine.keep_freed_memory = lambda: None  # the trainer's one call to it, skipped
     relu_then_pool = variation.pop("relu_then_pool", False)
-    compiled = variation.pop("compile", False)  # convnet refuses --compile on the CPU (inference.runtime), so compiled here
+    # convnet refuses --compile on the CPU (inference.runtime), so compiled here
+    compiled = variation.pop("compile", False)
     if "threads" in variation:
         torch.set_num_threads(variation.pop("threads"))
     gen = torch.Generator().manual_seed(0)
@@ -138,8 +139,8 @@ def child(name: str) -> dict:
     tuned = keep_freed_memory.cache_info().currsize == 1  # whether the trainer's call really ran
     assert tuned != (name == "fast default malloc"), f"{name}: the allocator setting is not the one this case measures"
     return {"ms_per_image": 1000 * seconds / n, "minor_faults_per_image": faults / n, "batch_size": config.batch_size,
-            "autocast": str(trainer.amp), "malloc_tuned": tuned, "threads": torch.get_num_threads(), "compiled": compiled,
-            "gflop_per_s": step_flop * n / seconds / 1e9}
+            "autocast": str(trainer.amp), "malloc_tuned": tuned, "threads": torch.get_num_threads(),
+            "compiled": compiled, "gflop_per_s": step_flop * n / seconds / 1e9}
 
 
 def training_flop_per_image(model, x) -> float:
@@ -154,7 +155,8 @@ def training_flop_per_image(model, x) -> float:
 
     def count(module, inputs, output):
         nonlocal flop
-        one_pass = 2 * output.numel() / len(output) * module.weight[0].numel()  # each output value: one dot product over a filter
+        # each output value: one dot product over a filter
+        one_pass = 2 * output.numel() / len(output) * module.weight[0].numel()
         flop += one_pass * (1 + module.weight.requires_grad + inputs[0].requires_grad)
 
     layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
@@ -187,8 +189,10 @@ def conv_peak() -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds over all cases")
-    p.add_argument("--isa", choices=("native", *ISA_ENV), default="native", help="restrict the CPU's instruction set in every case")
-    p.add_argument("--set", choices=tuple(SETS), default="shipped", help="which cases: the shipped choices against their alternatives, or the choices kept as they are")
+    p.add_argument("--isa", choices=("native", *ISA_ENV), default="native",
+                   help="restrict the CPU's instruction set in every case")
+    p.add_argument("--set", choices=tuple(SETS), default="shipped",
+                   help="which cases: the shipped choices against their alternatives, or the choices kept as they are")
     p.add_argument("--only", help="comma-separated case names (default: all of --set)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -211,7 +215,8 @@ def main() -> None:
                 continue
             runs[name].append(json.loads(proc.stdout.strip().splitlines()[-1]))
             figure = runs[name][-1]
-            shown = f"{figure['ms_per_image']:.4f} ms/image" if "ms_per_image" in figure else f"{figure['gflop_per_s']:.0f} GFLOP/s"
+            shown = (f"{figure['ms_per_image']:.4f} ms/image" if "ms_per_image" in figure
+                     else f"{figure['gflop_per_s']:.0f} GFLOP/s")
             print(f"round {round_ + 1}/{args.repeats}  {name}: {shown}", flush=True)
     peak = statistics.median(r["gflop_per_s"] for r in runs.pop(PEAK_CASE)) if PEAK_CASE in runs else None
     cases = {
@@ -228,12 +233,13 @@ def main() -> None:
         }
         for name, rs in runs.items()
     }
-    speedups = {what: cases[slow]["ms_per_image"] / cases[fast]["ms_per_image"] for what, (slow, fast) in COMPARISONS.items()
-                if slow in cases and fast in cases}
+    speedups = {what: cases[slow]["ms_per_image"] / cases[fast]["ms_per_image"]
+                for what, (slow, fast) in COMPARISONS.items() if slow in cases and fast in cases}
     for what, x in speedups.items():
         print(f"{what}: {x:.3f}x")
     # One file per instruction set: native figures and AVX2-restricted ones are kept side by side.
-    name = "engine_speed" + ("" if args.isa == "native" else f"_{args.isa}") + ("" if args.set == "shipped" else f"_{args.set}")
+    name = ("engine_speed" + ("" if args.isa == "native" else f"_{args.isa}")
+            + ("" if args.set == "shipped" else f"_{args.set}"))
     write_result(name, {
         "isa": args.isa, "isa_env": ISA_ENV.get(args.isa, {}), "isa_effect": isa_effect(args.isa),
         "method": "one epoch of the real training loop on random 3x32x32 images after one warm-up epoch, "

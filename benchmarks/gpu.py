@@ -99,7 +99,8 @@ def airbench_data(data: str, folder: Path) -> dict:
         part = part.subset(shuffled_indices(len(part), 0))
         # airbench keeps images as (N, H, W, C) uint8, as torchvision's CIFAR10.data holds them.
         images = part.images.permute(0, 2, 3, 1).contiguous()
-        torch.save({"images": images, "labels": part.labels.clone(), "classes": list(part.classes)}, folder / f"{name}.pt")
+        torch.save({"images": images, "labels": part.labels.clone(), "classes": list(part.classes)},
+                   folder / f"{name}.pt")
     return {"train_images": len(split.train), "test_images": len(split.val)}
 
 
@@ -136,11 +137,13 @@ def airbench(script: Path, data: str, runs: int, timeout: float, compile_default
             raise RuntimeError(f"{script} does not contain {old!r} exactly once; is it airbench94_muon.py?")
         code = code.replace(old, changes[old])
     with tempfile.TemporaryDirectory() as tmp:
-        out = {"script": script.name, "changed": [f"{a} -> {b}" for a, b in changes.items()], **airbench_data(data, Path(tmp) / "cifar10")}
+        out = {"script": script.name, "changed": [f"{a} -> {b}" for a, b in changes.items()],
+               **airbench_data(data, Path(tmp) / "cifar10")}
         (Path(tmp) / script.name).write_text(code)
         start = time.perf_counter()
         try:
-            proc = subprocess.run([sys.executable, script.name], cwd=tmp, capture_output=True, text=True, timeout=timeout)
+            proc = subprocess.run([sys.executable, script.name], cwd=tmp, capture_output=True, text=True,
+                                  timeout=timeout)
             stdout, stderr, status = proc.stdout, proc.stderr, proc.returncode
         except subprocess.TimeoutExpired as e:
             stdout, stderr, status = _text(e.stdout), _text(e.stderr), f"timed out after {timeout:.0f} s"
@@ -170,7 +173,8 @@ def side_by_side(figures: dict) -> dict:
             "mean_wall_seconds": statistics.mean(f["wall_seconds"] for f in fast),
         }
     if bench.get("runs"):
-        out["airbench94_muon"] = {"runs": len(bench["runs"]), "mean_tta_val_acc": bench["mean_tta_val_acc"], "mean_time_seconds": bench["mean_time_seconds"],
+        out["airbench94_muon"] = {"runs": len(bench["runs"]), "mean_tta_val_acc": bench["mean_tta_val_acc"],
+                                  "mean_time_seconds": bench["mean_time_seconds"],
                                   "wall_seconds_all_runs": bench["wall_seconds"]}
     return out
 
@@ -206,25 +210,31 @@ def main() -> None:
     p.add_argument("--airbench", type=Path, help="airbench94_muon.py, as published (KellerJordan/cifar10-airbench)")
     p.add_argument("--airbench-runs", type=int, default=10)
     p.add_argument("--airbench-compile-default", action="store_true",
-                   help="compile airbench's model in torch's default mode instead of max-autotune (its training is the same; autotuning can take minutes)")
-    p.add_argument("--deadline", type=float, default=3600, help="seconds for all stages; later stages that would not fit are skipped")
+                   help="compile airbench's model in torch's default mode instead of max-autotune "
+                        "(its training is the same; autotuning can take minutes)")
+    p.add_argument("--deadline", type=float, default=3600,
+                   help="seconds for all stages; later stages that would not fit are skipped")
     p.add_argument("--out", type=Path, help="also copy the result file here")
     p.add_argument("--commit", default=None, help="the commit measured (where the copy has no git history)")
-    p.add_argument("--rehearse", action="store_true", help="run every stage on the CPU at toy size, to check this script")
+    p.add_argument("--rehearse", action="store_true",
+                   help="run every stage on the CPU at toy size, to check this script")
     args = p.parse_args()
     device = "cpu" if args.rehearse else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
         sys.exit("No CUDA GPU here; this benchmark runs on a GPU machine (--rehearse checks it on the CPU).")
-    figures: dict = {"commit": args.commit or git_commit(), "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
+    figures: dict = {"commit": args.commit or git_commit(),
+                     "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
                      "data": args.data, "split": "convnet's seed-0 split: 45,000 training, 5,000 validation images"}
     toy = ["--limit", "2000", "--epochs", "1"] if args.rehearse else []
     with tempfile.TemporaryDirectory() as tmp:
         runs = Path(tmp)
-        stages = Stages(figures, args.deadline, args.out, runs if args.rehearse else RESULTS)  # a rehearsal keeps the real results
+        # a rehearsal keeps the real results
+        stages = Stages(figures, args.deadline, args.out, runs if args.rehearse else RESULTS)
 
         def recipe(name: str, *extra: str, seed: int = 0, key: str, needs: float = 20) -> None:
-            stages.run(key, needs, lambda: train(["--recipe", name, "--data", args.data, "--device", device, "--seed", str(seed), *extra, *toy],
-                                             runs, key, max(stages.left(), 1)))
+            stages.run(key, needs, lambda: train(["--recipe", name, "--data", args.data, "--device", device,
+                                                  "--seed", str(seed), *extra, *toy],
+                                                 runs, key, max(stages.left(), 1)))
 
         def small() -> dict:
             base = ["--data", args.data, "--limit", "2000", "--epochs", "1", "--precision", "fp32"]
@@ -237,7 +247,8 @@ def main() -> None:
         recipe("fast", key="fast")
         if args.airbench and device == "cuda":
             timeout = lambda: min(AIRBENCH_TIMEOUT, stages.left() - 5)  # noqa: E731
-            stages.run("airbench94_muon", 60, lambda: airbench(args.airbench, args.data, args.airbench_runs, timeout(), args.airbench_compile_default))
+            stages.run("airbench94_muon", 60, lambda: airbench(args.airbench, args.data, args.airbench_runs, timeout(),
+                                                               args.airbench_compile_default))
         fast_wall = figures["fast"].get("wall_seconds", 20)
         recipe("best", key="best", needs=3 * fast_wall)  # 27 epochs at 2.5x the width
         for seed in (1, 2):

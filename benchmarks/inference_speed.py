@@ -26,7 +26,8 @@ from _common import ISA_ENV, isa_effect, isa_env, write_result
 
 IMAGES, BATCH = 5000, 1000
 MODELS = ("airnet", "tutorial")
-VARIANTS = {"default malloc": (False, False), "tuned allocator": (True, False), "shipped": (True, True)}  # (allocator tuned, channels-last)
+# (allocator tuned, channels-last)
+VARIANTS = {"default malloc": (False, False), "tuned allocator": (True, False), "shipped": (True, True)}
 
 
 def child(model_name: str, variant: str) -> dict:
@@ -55,7 +56,8 @@ def child(model_name: str, variant: str) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds over all cases")
-    p.add_argument("--isa", choices=("native", *ISA_ENV), default="native", help="restrict the CPU's instruction set in every case")
+    p.add_argument("--isa", choices=("native", *ISA_ENV), default="native",
+                   help="restrict the CPU's instruction set in every case")
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -66,16 +68,19 @@ def main() -> None:
     runs: dict[tuple[str, str], list[dict]] = {case: [] for case in cases}
     for round_ in range(args.repeats):
         for model_name, variant in cases:
-            out = subprocess.run([sys.executable, __file__, "--child", model_name, variant], check=True, stdout=subprocess.PIPE, text=True, env=env).stdout
+            out = subprocess.run([sys.executable, __file__, "--child", model_name, variant], check=True,
+                                 stdout=subprocess.PIPE, text=True, env=env).stdout
             runs[model_name, variant].append(json.loads(out.strip().splitlines()[-1]))
-            print(f"round {round_ + 1}/{args.repeats}  {model_name} {variant}: {runs[model_name, variant][-1]['seconds']:.3f} s", flush=True)
+            print(f"round {round_ + 1}/{args.repeats}  {model_name} {variant}: "
+                  f"{runs[model_name, variant][-1]['seconds']:.3f} s", flush=True)
     figures = {
         model_name: {
             variant: {
                 "seconds": statistics.median(r["seconds"] for r in runs[model_name, variant]),
                 "seconds_each_round": [round(r["seconds"], 4) for r in runs[model_name, variant]],
                 "ms_per_image": 1000 * statistics.median(r["seconds"] for r in runs[model_name, variant]) / IMAGES,
-                "first_logits": runs[model_name, variant][0]["first_logits"],  # the same images and weights: layouts agree to rounding
+                # the same images and weights: layouts agree to rounding
+                "first_logits": runs[model_name, variant][0]["first_logits"],
             }
             for variant in VARIANTS
         }
@@ -87,8 +92,9 @@ def main() -> None:
     print(json.dumps(speedups, indent=1))
     write_result("inference_speed" if args.isa == "native" else f"inference_speed_{args.isa}", {
         "isa": args.isa, "isa_env": ISA_ENV.get(args.isa, {}), "isa_effect": isa_effect(args.isa),
-        "method": f"inference.runtime.batched_logits on {IMAGES} random 3x32x32 images at batch {BATCH}, fp32, randomly initialised "
-                  f"models, one untimed pass first, each case in its own process, median of {args.repeats} interleaved rounds",
+        "method": f"inference.runtime.batched_logits on {IMAGES} random 3x32x32 images at batch {BATCH}, fp32, "
+                  f"randomly initialised models, one untimed pass first, each case in its own process, "
+                  f"median of {args.repeats} interleaved rounds",
         "cases": figures,
         "speedup_over_default_malloc": speedups,
     })

@@ -28,7 +28,8 @@ model = models.Sequential([
     layers.Dense(64, activation="relu"),
     layers.Dense(10),
 ])
-model.compile(optimizer="adam", loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+model.compile(optimizer="adam", loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+              metrics=["accuracy"])
 start = time.perf_counter()
 history = model.fit(x_train, y_train, epochs=epochs, validation_data=(x_val, y_val), verbose=2)
 fit_seconds = time.perf_counter() - start

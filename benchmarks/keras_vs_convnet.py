@@ -36,7 +36,8 @@ def ensure_keras(install: bool) -> Path:
     python = KERAS_VENV / "bin" / "python"
     if not python.exists():
         if not install:
-            sys.exit(f"No Keras environment at {KERAS_VENV}; run again with --install to create it (pip install tensorflow-cpu).")
+            sys.exit(f"No Keras environment at {KERAS_VENV}; "
+                     "run again with --install to create it (pip install tensorflow-cpu).")
         subprocess.run([sys.executable, "-m", "venv", str(KERAS_VENV)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "--quiet", "tensorflow-cpu"], check=True)
     return python
@@ -72,9 +73,11 @@ def main() -> None:
     p.add_argument("--val-split", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=10, help="Keras epochs (the tutorial's 10)")
-    p.add_argument("--repeats", type=int, default=3, help="rounds of all three contenders; the figures are medians over rounds")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="rounds of all three contenders; the figures are medians over rounds")
     p.add_argument("--install", action="store_true", help="create the Keras virtual environment if missing")
-    p.add_argument("--isa", choices=("native", *ISA_ENV), default="native", help="restrict every contender's instruction set")
+    p.add_argument("--isa", choices=("native", *ISA_ENV), default="native",
+                   help="restrict every contender's instruction set")
     args = p.parse_args()
     env = isa_env(args.isa)
     keras_python = ensure_keras(args.install)
@@ -83,30 +86,38 @@ def main() -> None:
         tmp = Path(tmp)
         sizes = export_split(args.data, args.val_split, args.seed, tmp / "split.npz")
         # Warm convnet's decode cache so no contender pays for the first JPEG decode.
-        subprocess.run([sys.executable, "-m", "convnet", "show-data", "--data", args.data, "--out", str(tmp / "warm.png")], check=True, capture_output=True)
+        subprocess.run([sys.executable, "-m", "convnet", "show-data", "--data", args.data,
+                        "--out", str(tmp / "warm.png")], check=True, capture_output=True)
         for round_ in range(args.repeats):
             # Each round runs every contender once, so slow drift of a noisy machine hits them alike.
-            keras_cmd = [str(keras_python), str(REPO / "benchmarks" / "keras_tutorial.py"), str(tmp / "split.npz"), str(tmp / "keras.json"), str(args.epochs)]
+            keras_cmd = [str(keras_python), str(REPO / "benchmarks" / "keras_tutorial.py"), str(tmp / "split.npz"),
+                         str(tmp / "keras.json"), str(args.epochs)]
             wall, _ = timed_run(keras_cmd, check=True, env=env)
             keras_rounds.append({**json.loads((tmp / "keras.json").read_text()), "wall_seconds": wall})
             for name in RECIPES:
-                convnet_rounds[name].append(run_convnet(name, args.data, args.val_split, args.seed, tmp / f"runs{round_}", env))
-            print(f"round {round_ + 1}/{args.repeats}: keras {wall:.1f} s, " + ", ".join(f"{n} {rs[-1]['wall_seconds']:.1f} s" for n, rs in convnet_rounds.items()), flush=True)
+                convnet_rounds[name].append(run_convnet(name, args.data, args.val_split, args.seed,
+                                                        tmp / f"runs{round_}", env))
+            print(f"round {round_ + 1}/{args.repeats}: keras {wall:.1f} s, "
+                  + ", ".join(f"{n} {rs[-1]['wall_seconds']:.1f} s" for n, rs in convnet_rounds.items()), flush=True)
     keras = {"tensorflow": keras_rounds[0]["tensorflow"], "params": keras_rounds[0]["params"],
-             **{key: median_of(keras_rounds, key) for key in ("wall_seconds", "fit_seconds", "val_acc")}, "rounds": keras_rounds}
+             **{key: median_of(keras_rounds, key) for key in ("wall_seconds", "fit_seconds", "val_acc")},
+             "rounds": keras_rounds}
     results = {}
     for name, rounds in convnet_rounds.items():
         for r, k in zip(rounds, keras_rounds, strict=True):
             r["speedup_vs_keras_wall"] = k["wall_seconds"] / r["wall_seconds"]
             r["speedup_vs_keras_fit"] = k["fit_seconds"] / r["wall_seconds"]
         keys = ("wall_seconds", "train_seconds", "val_acc", "speedup_vs_keras_wall", "speedup_vs_keras_fit")
-        results[name] = {"epochs": rounds[0]["epochs"], **{key: median_of(rounds, key) for key in keys}, "rounds": rounds}
+        results[name] = {"epochs": rounds[0]["epochs"], **{key: median_of(rounds, key) for key in keys},
+                         "rounds": rounds}
         results[name]["val_acc_minus_keras"] = results[name]["val_acc"] - keras["val_acc"]
     fast = results["tutorial-fast"]
     write_result("keras_vs_convnet" if args.isa == "native" else f"keras_vs_convnet_{args.isa}", {
         "isa": args.isa, "isa_env": ISA_ENV.get(args.isa, {}), "isa_effect": isa_effect(args.isa), "data": args.data,
-        "split": {**sizes, "seed": args.seed, "note": "validation carved from the CIFAR-10 training images; the test split is withheld"},
-        "method": f"median over {args.repeats} rounds, each running Keras, then convnet's recipes; speedups are per round, then the median",
+        "split": {**sizes, "seed": args.seed,
+                  "note": "validation carved from the CIFAR-10 training images; the test split is withheld"},
+        "method": f"median over {args.repeats} rounds, each running Keras, then convnet's recipes; "
+                  "speedups are per round, then the median",
         "keras": keras, "convnet": results,
         "targets": {"tutorial-fast wall time <= keras wall time / 6": fast["speedup_vs_keras_wall"] >= 6,
                     "tutorial-fast val_acc >= keras": fast["val_acc"] >= keras["val_acc"]},

@@ -12,8 +12,9 @@ one process (start-up once; the decoded data is cached after the first).
 
 A GPU runs a `fast` in a few seconds, so it can afford the seeds a recipe decision needs; the
 variants change nothing that costs CPU time, except those that say so (`epochs`). What wins
-here is then confirmed on the CPU (time_to_accuracy.py). `--rehearse` runs the chosen variants at toy
-size on the CPU to check the script. Writes benchmarks/results/recipe_sweep.json (--result names another) and a copy at --out.
+here is then confirmed on the CPU (time_to_accuracy.py). `--rehearse` runs the chosen variants
+at toy size on the CPU to check the script. Writes benchmarks/results/recipe_sweep.json
+(--result names another) and a copy at --out.
 """
 from __future__ import annotations
 
@@ -78,7 +79,8 @@ def summary(runs: list[dict], variants: list[str]) -> dict:
         }
         if v != "fast" and len(diffs) > 1:
             sd = statistics.stdev(diffs)
-            out[v]["paired"] = {"mean_diff": statistics.mean(diffs), "stderr": sd / len(diffs) ** 0.5, "wins": sum(d > 0 for d in diffs), "of": len(diffs)}
+            out[v]["paired"] = {"mean_diff": statistics.mean(diffs), "stderr": sd / len(diffs) ** 0.5,
+                                "wins": sum(d > 0 for d in diffs), "of": len(diffs)}
     return out
 
 
@@ -88,21 +90,26 @@ def main() -> None:
     p.add_argument("--seeds", default="0-7", help="'0-7' or '0,3,5'")
     p.add_argument("--device", default="cuda")
     p.add_argument("--data", default=str(SHARED_CIFAR))
-    p.add_argument("--deadline", type=float, default=3600, help="seconds for the sweep; a run that would not fit is not started")
+    p.add_argument("--deadline", type=float, default=3600,
+                   help="seconds for the sweep; a run that would not fit is not started")
     p.add_argument("--out", type=Path, help="also copy the result file here")
     p.add_argument("--result", default="recipe_sweep", help="the result file's name in benchmarks/results/")
     p.add_argument("--commit", default=None, help="the commit measured (where the copy has no git history)")
-    p.add_argument("--rehearse", action="store_true", help="run at toy size on the CPU (2,000 images, 1 epoch) to check the script; keeps the real results")
+    p.add_argument("--rehearse", action="store_true",
+                   help="run at toy size on the CPU (2,000 images, 1 epoch) to check the script; "
+                        "keeps the real results")
     args = p.parse_args()
     variants = args.variants.split(",")
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or "fast" not in variants:
-        p.error(f"unknown variants {unknown}; the list must include fast, the baseline" if unknown else "the list must include fast, the baseline")
+        p.error(f"unknown variants {unknown}; the list must include fast, the baseline" if unknown
+                else "the list must include fast, the baseline")
     device = "cpu" if args.rehearse else args.device
     if device == "cuda" and not torch.cuda.is_available():
         p.error("no CUDA GPU here; pass --device cpu, or --rehearse to check the script")
     toy = {"limit": 2000, "epochs": 1} if args.rehearse else {}
-    figures: dict = {"commit": args.commit or git_commit(), "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
+    figures: dict = {"commit": args.commit or git_commit(),
+                     "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
                      "data": args.data, "variants": {v: VARIANTS[v] for v in variants}, "runs": []}
     end = time.perf_counter() + args.deadline
     last = 0.0  # the latest run's seconds (the first also decodes the data)
@@ -119,11 +126,13 @@ def main() -> None:
             if end - time.perf_counter() < 1.2 * last:
                 figures["stopped"] = f"deadline: {end - time.perf_counter():.0f} s left before {v} seed {seed}"
                 break
-            config = replace(recipe_config("fast", **VARIANTS[v], **toy), data=args.data, device=device, seed=seed, runs_dir=tmp, name=f"{v}-s{seed}")
+            config = replace(recipe_config("fast", **VARIANTS[v], **toy), data=args.data, device=device, seed=seed,
+                             runs_dir=tmp, name=f"{v}-s{seed}")
             start = time.perf_counter()
             try:
                 result = train(config, progress=False)
-                row = {"val_acc": result.metrics["val_acc"], "val_acc_tta": result.metrics.get("val_acc_tta", result.metrics["val_acc"]),
+                row = {"val_acc": result.metrics["val_acc"],
+                       "val_acc_tta": result.metrics.get("val_acc_tta", result.metrics["val_acc"]),
                        "epoch_seconds": sum(r["seconds"] for r in result.history)}
             except Exception as e:  # a variant that fails is a finding; the others still run
                 row = {"error": f"{type(e).__name__}: {e}"}

@@ -23,7 +23,8 @@ def main() -> None:
     args = p.parse_args()
     argv = ["train", "--engine", "scratch", "--data", args.data, "--limit", "2000", "--epochs", "1"]
     with tempfile.TemporaryDirectory() as tmp:
-        seconds, _ = timed_run([sys.executable, "-m", "convnet", *argv, "--runs-dir", tmp, "--name", "scratch", "--quiet"], check=True)
+        seconds, _ = timed_run([sys.executable, "-m", "convnet", *argv, "--runs-dir", tmp, "--name", "scratch",
+                                "--quiet"], check=True)
         row = list(csv.DictReader(open(Path(tmp) / "scratch" / "history.csv")))[-1]
     write_result("scratch_engine", {
         "command": "convnet " + " ".join(argv), "wall_seconds": seconds, "train_seconds": float(row["seconds"]),

@@ -67,11 +67,13 @@ CONTROL_REQUESTS = 500  # /predict at concurrency 1 on the TCP_NODELAY control s
 # `convnet serve` with TCP_NODELAY on its listening socket, for the control measurement only (see http_floor)
 NODELAY_CONTROL = [sys.executable, "-c", "import socket, sys\n"
                    "make = socket.create_server\n"
-                   "def nodelay(*a, **k):\n s = make(*a, **k)\n s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)\n return s\n"
+                   "def nodelay(*a, **k):\n s = make(*a, **k)\n"
+                   " s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)\n return s\n"
                    "socket.create_server = nodelay\n"
                    "from convnet.cli import main\n"
                    "sys.exit(main(sys.argv[1:]))"]
-NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]  # the client sends each request at once, as browsers and curl do
+# the client sends each request at once, as browsers and curl do
+NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 
 
 def convnet(*args: str) -> list[str]:
@@ -82,7 +84,8 @@ def make_models(tmp: Path) -> dict[str, dict[str, Path]]:
     """model name -> {"pytorch": model.safetensors, "onnxruntime": model.onnx}, trained 1 epoch on the sample."""
     out = {}
     for name, recipe in MODELS.items():
-        subprocess.run(convnet("train", "--data", "sample", "--recipe", recipe, "--epochs", "1", "--runs-dir", str(tmp), "--name", name, "--quiet"), check=True)
+        subprocess.run(convnet("train", "--data", "sample", "--recipe", recipe, "--epochs", "1", "--runs-dir", str(tmp),
+                               "--name", name, "--quiet"), check=True)
         weights = tmp / name / "model.safetensors"
         subprocess.run(convnet("export", str(weights), "--format", "onnx"), check=True, stdout=subprocess.DEVNULL)
         out[name] = {"pytorch": weights, "onnxruntime": weights.with_suffix(".onnx")}
@@ -97,7 +100,8 @@ def png_bytes() -> bytes:
 
 def machine_busy_seconds() -> float:
     """CPU time all processes together have spent (every core, not idle, not waiting on I/O), from /proc/stat."""
-    user, nice, system, idle, iowait, *rest = (int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9])
+    user, nice, system, idle, iowait, *rest = (int(x) for x in
+                                               Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9])
     return (user + nice + system + sum(rest)) / CLK_TCK
 
 
@@ -109,8 +113,10 @@ def cpu_seconds(pid: int) -> float:
 
 @contextmanager
 def server(model: Path, flags: list[str], launcher: list[str] | None = None):
-    """`convnet serve MODEL --port 0 FLAGS` in its own process (started by `launcher`, default `python -m convnet`); yields (url, pid)."""
-    proc = subprocess.Popen([*(launcher or convnet()), "serve", str(model), "--port", "0", *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """`convnet serve MODEL --port 0 FLAGS` in its own process (started by `launcher`, default
+    `python -m convnet`); yields (url, pid)."""
+    proc = subprocess.Popen([*(launcher or convnet()), "serve", str(model), "--port", "0", *flags],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()  # "convnet serve: http://127.0.0.1:PORT/ (...)"
         found = re.search(r"http://\S+/", line)
@@ -155,15 +161,17 @@ def load(url: str, pid: int, png: bytes, n: int, concurrency: int) -> dict:
             latencies.extend(s for s, _ in mine)
             errors += sum(not ok for _, ok in mine)
 
-    threads = [threading.Thread(target=worker, args=(n // concurrency + (i < n % concurrency),)) for i in range(concurrency)]
+    threads = [threading.Thread(target=worker, args=(n // concurrency + (i < n % concurrency),))
+               for i in range(concurrency)]
     for t in threads:
         t.start()
     barrier.wait()
     cpu0, server0, busy0, start = time.process_time(), cpu_seconds(pid), machine_busy_seconds(), time.perf_counter()
     for t in threads:
         t.join()
-    return {"latencies": latencies, "errors": errors, "seconds": time.perf_counter() - start, "client_cpu": time.process_time() - cpu0,
-            "server_cpu": cpu_seconds(pid) - server0, "machine_busy": machine_busy_seconds() - busy0}
+    return {"latencies": latencies, "errors": errors, "seconds": time.perf_counter() - start,
+            "client_cpu": time.process_time() - cpu0, "server_cpu": cpu_seconds(pid) - server0,
+            "machine_busy": machine_busy_seconds() - busy0}
 
 
 def summary(parts: list[dict]) -> dict:
@@ -216,7 +224,8 @@ def listen_socket() -> dict:
     from convnet.cli.serve import _listen
 
     with _listen("127.0.0.1", 0) as s:
-        return {"tcp_nodelay": bool(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)), "proto": s.proto, "ipproto_tcp": socket.IPPROTO_TCP}
+        return {"tcp_nodelay": bool(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)), "proto": s.proto,
+                "ipproto_tcp": socket.IPPROTO_TCP}
 
 
 def median_ms(fn, repeats: int) -> float:
@@ -249,7 +258,8 @@ def direct_timings(path: Path, png: bytes) -> dict:
     out = {"decode_ms": median_ms(decode, 300)}
     for b in (1, 16):
         batch = torch.stack([x] * b)
-        out[f"forward_batch{b}_ms"] = median_ms(lambda batch=batch: rank(clf, batch, k=len(clf.classes)), 300 if b == 1 else 100)
+        out[f"forward_batch{b}_ms"] = median_ms(lambda batch=batch: rank(clf, batch, k=len(clf.classes)),
+                                                300 if b == 1 else 100)
     out["forward_batch16_ms_per_image"] = out["forward_batch16_ms"] / 16
     return out
 
@@ -261,13 +271,15 @@ def notes(runs: dict, sock: dict) -> list[str]:
         c1, floor, d = r["batched"]["c1"], r["http_floor"], r["direct"]
         if key.startswith("tutorial/") and c1["p50_ms"] >= 5:
             control = floor["control_tcp_nodelay_predict_c1"]["p50_ms"]
-            text = (f"{key}: p50 at concurrency 1 is {c1['p50_ms']:.1f} ms, of which the server's decoding and forward pass are "
-                    f"{d['decode_ms'] + d['forward_batch1_ms']:.2f} ms; GET /healthz, which runs no model, takes {floor['healthz_p50_ms']:.1f} ms. "
-                    f"The same server with TCP_NODELAY on its listening socket answers GET /healthz in {floor['control_tcp_nodelay_healthz_p50_ms']:.2f} ms "
+            text = (f"{key}: p50 at concurrency 1 is {c1['p50_ms']:.1f} ms, of which the server's decoding and "
+                    f"forward pass are {d['decode_ms'] + d['forward_batch1_ms']:.2f} ms; GET /healthz, which runs no "
+                    f"model, takes {floor['healthz_p50_ms']:.1f} ms. The same server with TCP_NODELAY on its listening "
+                    f"socket answers GET /healthz in {floor['control_tcp_nodelay_healthz_p50_ms']:.2f} ms "
                     f"and /predict in {control:.2f} ms at p50.")
             if not sock["tcp_nodelay"] and control < 5 <= c1["p50_ms"]:
-                text += (f" The shipped listening socket has no TCP_NODELAY (its protocol number is {sock['proto']}, not IPPROTO_TCP's {sock['ipproto_tcp']}, "
-                         "so asyncio does not set it on accepted connections either): Nagle's algorithm holds the second write of each answer "
+                text += (f" The shipped listening socket has no TCP_NODELAY (its protocol number is {sock['proto']}, "
+                         f"not IPPROTO_TCP's {sock['ipproto_tcp']}, so asyncio does not set it on accepted connections "
+                         "either): Nagle's algorithm holds the second write of each answer "
                          "until the client's delayed ACK, about 40 ms on Linux.")
             out.append(text)
     for key, r in runs.items():
@@ -278,13 +290,17 @@ def notes(runs: dict, sock: dict) -> list[str]:
         saved = d["forward_batch1_ms"] - d["forward_batch16_ms_per_image"]
         cpu_naive = n["server_cpu_ms_per_request"] + n["client_cpu_ms_per_request"]
         out.append(
-            f"{key}: batched/naive throughput at concurrency 16 is {ratio:.2f}x. Per request the naive server spends {n['server_cpu_ms_per_request']:.2f} ms of CPU "
-            f"and the client {n['client_cpu_ms_per_request']:.2f} ms; a forward pass of one image takes {d['forward_batch1_ms']:.3f} ms and, in a batch of 16, "
-            f"{d['forward_batch16_ms_per_image']:.3f} ms per image, so batching saves at most {saved:.3f} ms of the {cpu_naive:.2f} ms of CPU a request costs "
-            f"client and server together: {cpu_naive / max(cpu_naive - saved, 1e-9):.2f}x at best when the cores are the limit "
-            f"(they were {100 * n['cores_busy']:.0f}% busy under the naive server, {100 * b['cores_busy']:.0f}% under the batched one, and other processes "
-            f"took {b['other_processes_cores']:.2f} cores meanwhile). When the cores are not the limit, 16 clients that each wait the batched server's mean "
-            f"{b['mean_ms']:.1f} ms can send at most {16000 / b['mean_ms']:.0f} requests/s, the naive one's {n['mean_ms']:.1f} ms {16000 / n['mean_ms']:.0f}."
+            f"{key}: batched/naive throughput at concurrency 16 is {ratio:.2f}x. Per request the naive server spends "
+            f"{n['server_cpu_ms_per_request']:.2f} ms of CPU and the client {n['client_cpu_ms_per_request']:.2f} ms; "
+            f"a forward pass of one image takes {d['forward_batch1_ms']:.3f} ms and, in a batch of 16, "
+            f"{d['forward_batch16_ms_per_image']:.3f} ms per image, so batching saves at most {saved:.3f} ms of the "
+            f"{cpu_naive:.2f} ms of CPU a request costs client and server together: "
+            f"{cpu_naive / max(cpu_naive - saved, 1e-9):.2f}x at best when the cores are the limit "
+            f"(they were {100 * n['cores_busy']:.0f}% busy under the naive server, {100 * b['cores_busy']:.0f}% under "
+            f"the batched one, and other processes took {b['other_processes_cores']:.2f} cores meanwhile). When the "
+            f"cores are not the limit, 16 clients that each wait the batched server's mean {b['mean_ms']:.1f} ms can "
+            f"send at most {16000 / b['mean_ms']:.0f} requests/s, the naive one's {n['mean_ms']:.1f} ms "
+            f"{16000 / n['mean_ms']:.0f}."
         )
     return out
 
@@ -316,29 +332,37 @@ def main() -> None:
                                 parts[variant][c].append(load(url, pid, png, n, c))
                     floor = http_floor(batched[0], path, png)
                 result = {v: {f"c{c}": summary(parts[v][c]) for c in CONCURRENCY} for v in servers}
-                result["c16_throughput_ratio"] = result["batched"]["c16"]["requests_per_s"] / result["naive"]["c16"]["requests_per_s"]
+                result["c16_throughput_ratio"] = (result["batched"]["c16"]["requests_per_s"]
+                                                  / result["naive"]["c16"]["requests_per_s"])
                 result["http_floor"] = floor
                 result["direct"] = direct_timings(path, png)
                 runs[key] = result
                 for v in servers:
                     for c in CONCURRENCY:
                         s = result[v][f"c{c}"]
-                        print(f"{key:22s} {v:7s} c{c:<2d} {s['requests_per_s']:7.1f} req/s  p50 {s['p50_ms']:6.2f} ms  p99 {s['p99_ms']:6.2f} ms  errors {s['errors']}", flush=True)
+                        print(f"{key:22s} {v:7s} c{c:<2d} {s['requests_per_s']:7.1f} req/s  p50 {s['p50_ms']:6.2f} ms  "
+                              f"p99 {s['p99_ms']:6.2f} ms  errors {s['errors']}", flush=True)
     all_runs = [s for r in runs.values() for v in VARIANTS for s in r[v].values()]
     targets = {
         "zero_errors": all(s["errors"] == 0 for s in all_runs),
-        "tutorial_c1_p50_below_5ms": {k: r["batched"]["c1"]["p50_ms"] < 5 for k, r in runs.items() if k.startswith("tutorial/")},
+        "tutorial_c1_p50_below_5ms": {k: r["batched"]["c1"]["p50_ms"] < 5 for k, r in runs.items()
+                                      if k.startswith("tutorial/")},
         "c16_throughput_at_least_2x_naive": {k: r["c16_throughput_ratio"] >= 2 for k, r in runs.items()},
     }
     write_result("serve_load", {
-        "method": f"`convnet serve` in its own process per (model, runtime, variant), the load from this process over loopback with httpx "
-                  f"(a thread and a kept-alive TCP_NODELAY connection per concurrent client); {args.requests} POST /predict of one 32x32 PNG at "
-                  f"concurrency 1, then {args.requests} at 16, after {WARMUP} warm-up requests at each; each run split into {args.rounds} parts "
-                  "alternating the batched and the naive server; no core pinning: server and client share the cores, and the CPU time of each is recorded",
-        "models": "tutorial: --recipe tutorial; fast: --recipe fast (airnet); each trained 1 epoch on the embedded sample (--data sample) and exported "
-                  "to ONNX here: their accuracy is poor and irrelevant, a forward pass costs the same whatever the weights",
+        "method": f"`convnet serve` in its own process per (model, runtime, variant), the load from this process over "
+                  f"loopback with httpx (a thread and a kept-alive TCP_NODELAY connection per concurrent client); "
+                  f"{args.requests} POST /predict of one 32x32 PNG at concurrency 1, then {args.requests} at 16, after "
+                  f"{WARMUP} warm-up requests at each; each run split into {args.rounds} parts "
+                  "alternating the batched and the naive server; no core pinning: server and client share the cores, "
+                  "and the CPU time of each is recorded",
+        "models": "tutorial: --recipe tutorial; fast: --recipe fast (airnet); each trained 1 epoch on the embedded "
+                  "sample (--data sample) and exported to ONNX here: their accuracy is poor and irrelevant, a forward "
+                  "pass costs the same whatever the weights",
         "image": f"{SAMPLE_IMAGE.relative_to(REPO)} as PNG, {len(png)} bytes",
-        "variants": {"batched": "convnet serve as shipped (micro-batching)", "naive": f"convnet serve {' '.join(VARIANTS['naive'])}: one forward pass per request, no batching"},
+        "variants": {"batched": "convnet serve as shipped (micro-batching)",
+                     "naive": f"convnet serve {' '.join(VARIANTS['naive'])}: one forward pass per request, "
+                              "no batching"},
         "requests": args.requests,
         "load_average_at_start": load_at_start,
         "load_average_at_end": list(os.getloadavg()),

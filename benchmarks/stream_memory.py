@@ -57,9 +57,11 @@ def make_folder(root: Path, n: int) -> Path:
 
 def run(data: Path, runs: Path, name: str, home: Path, *extra: str) -> dict:
     """One `convnet train` in a child process: its peak RSS (MB), wall seconds and the epoch's images/s."""
-    cmd = [sys.executable, "-m", "convnet", "train", "--data", str(data), "--runs-dir", str(runs), "--name", name, *TRAIN, *extra]
+    cmd = [sys.executable, "-m", "convnet", "train", "--data", str(data), "--runs-dir", str(runs), "--name", name,
+           *TRAIN, *extra]
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env={**os.environ, "CONVNET_HOME": str(home)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, env={**os.environ, "CONVNET_HOME": str(home)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
     err = proc.stderr.read().decode()
@@ -67,7 +69,8 @@ def run(data: Path, runs: Path, name: str, home: Path, *extra: str) -> dict:
     if status != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{err}")
     row = next(csv.DictReader((runs / name / "history.csv").read_text().splitlines()))
-    return {"peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "images_per_s": float(row["images_per_s"]), "run_seconds": round(seconds, 1)}
+    return {"peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "images_per_s": float(row["images_per_s"]),
+            "run_seconds": round(seconds, 1)}
 
 
 def main() -> None:
@@ -77,7 +80,8 @@ def main() -> None:
         start = time.perf_counter()
         small, large = make_folder(tmp / "small", 2_000), make_folder(tmp / "large", 20_000)
         figures["generate_seconds"] = round(time.perf_counter() - start, 1)
-        figures["settings"] = {"jpeg_side": SIDE, "classes": CLASSES, "train_args": TRAIN, "loader_workers": "default (2)"}
+        figures["settings"] = {"jpeg_side": SIDE, "classes": CLASSES, "train_args": TRAIN,
+                               "loader_workers": "default (2)"}
         figures["stream_2000"] = run(small, runs, "stream_2000", home, "--stream")
         figures["stream_20000"] = run(large, runs, "stream_20000", home, "--stream")
         figures["memory_2000"] = run(small, runs, "memory_2000", home)

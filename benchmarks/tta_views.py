@@ -59,7 +59,8 @@ SCHEMES: dict[str, dict[View, float]] = {
     "8 neighbours": scheme(NEIGHBOURS, 0.5),
     "8 neighbours, equal weights": scheme(NEIGHBOURS, 1 / 9),
     "level 2 and 2-pixel diagonals": scheme(DIAGONAL + [(-2, -2), (2, 2)], 0.5),
-    "every shift up to 2, equal weights": scheme([(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if (dy, dx) != (0, 0)], 1 / 25),
+    "every shift up to 2, equal weights": scheme([(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                                                  if (dy, dx) != (0, 0)], 1 / 25),
 }
 VIEWS = sorted({v for weights in SCHEMES.values() for v in weights})
 
@@ -73,38 +74,46 @@ def view_logits(run_dir: Path) -> tuple[dict[View, torch.Tensor], torch.Tensor, 
     start, logits = time.perf_counter(), {}
     for dy, dx, flipped in VIEWS:
         n = len(val.images)
-        images = reflect_shift(val.images, torch.full((n,), dy), torch.full((n,), dx)) if (dy, dx) != (0, 0) else val.images
+        images = (reflect_shift(val.images, torch.full((n,), dy), torch.full((n,), dx)) if (dy, dx) != (0, 0)
+                  else val.images)
         images = images.flip(-1) if flipped else images
-        logits[(dy, dx, flipped)] = batched_logits(clf.model, images, clf.info.mean, clf.info.std, config.eval_batch_size, amp, channels_last=True)
+        logits[(dy, dx, flipped)] = batched_logits(clf.model, images, clf.info.mean, clf.info.std,
+                                                   config.eval_batch_size, amp, channels_last=True)
     return logits, val.labels, (time.perf_counter() - start) / len(VIEWS)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runs", nargs="*", type=Path, help="run folders of trained models (default: train fast on --seeds)")
+    p.add_argument("--runs", nargs="*", type=Path,
+                   help="run folders of trained models (default: train fast on --seeds)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--data", default=str(SHARED_CIFAR))
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         runs = args.runs
         if not runs:
-            runs = [train(recipe_config("fast", data=args.data, seed=int(s), runs_dir=tmp, name=f"fast-seed{s}"), progress=True).run_dir
+            runs = [train(recipe_config("fast", data=args.data, seed=int(s), runs_dir=tmp, name=f"fast-seed{s}"),
+                          progress=True).run_dir
                     for s in args.seeds.split(",")]
         per_run, seconds = {}, []
         for run in runs:
             logits, labels, per_view = view_logits(Path(run))
             seconds.append(per_view)
-            per_run[Path(run).name] = {name: (sum(w * logits[v] for v, w in weights.items()).argmax(1) == labels).float().mean().item()
-                                       for name, weights in SCHEMES.items()}
+            per_run[Path(run).name] = {
+                name: (sum(w * logits[v] for v, w in weights.items()).argmax(1) == labels).float().mean().item()
+                for name, weights in SCHEMES.items()}
             print(Path(run).name, per_run[Path(run).name], flush=True)
     schemes = {}
     for name, weights in SCHEMES.items():
         accs = [r[name] for r in per_run.values()]
         diffs = [r[name] - r["level 2"] for r in per_run.values()]
-        schemes[name] = {"views": len(weights), "val_acc_tta": accs, "mean": statistics.mean(accs), "mean_minus_level_2": statistics.mean(diffs)}
-        print(f"{name:36s} {len(weights):2d} views  mean {schemes[name]['mean']:.4f}  vs level 2 {schemes[name]['mean_minus_level_2']:+.4f}")
+        schemes[name] = {"views": len(weights), "val_acc_tta": accs, "mean": statistics.mean(accs),
+                         "mean_minus_level_2": statistics.mean(diffs)}
+        print(f"{name:36s} {len(weights):2d} views  mean {schemes[name]['mean']:.4f}  "
+              f"vs level 2 {schemes[name]['mean_minus_level_2']:+.4f}")
     write_result("tta_views", {"runs": [str(r) for r in runs], "seconds_per_view": seconds, "schemes": schemes,
-                               "method": "logits per view once per model on its validation split; schemes are weighted sums of them"})
+                               "method": "logits per view once per model on its validation split; "
+                                         "schemes are weighted sums of them"})
 
 
 if __name__ == "__main__":

@@ -45,7 +45,8 @@ def take(model: Path, photo: Path, out: Path) -> None:
     if chromium is None:
         raise SystemExit("Debian's chromium is not installed; install it with apt-get install chromium.")
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as log_dir, serve(model, log_dir=Path(log_dir)) as server, sync_playwright() as p:
+    with (tempfile.TemporaryDirectory() as log_dir, serve(model, log_dir=Path(log_dir)) as server,
+          sync_playwright() as p):
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport=DESKTOP)
         page.set_default_timeout(TIMEOUT_MS)
@@ -58,7 +59,8 @@ def take(model: Path, photo: Path, out: Path) -> None:
         # The curves are an <img> the browser fetches on its own: wait until it is drawn.
         page.wait_for_function("[...document.images].every((i) => i.complete)")
         bars = page.locator("#bars [data-class]")
-        shown = [f"{bars.nth(i).get_attribute('data-class')} {bars.nth(i).locator('.pct').text_content()}" for i in range(bars.count())]
+        shown = [f"{bars.nth(i).get_attribute('data-class')} {bars.nth(i).locator('.pct').text_content()}"
+                 for i in range(bars.count())]
         print(f"{photo.name}: {', '.join(shown)}")
         page.screenshot(path=str(out / "serve_page.png"), full_page=True)
 
