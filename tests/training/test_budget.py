@@ -29,7 +29,8 @@ def rates_of(plan: dict) -> Rates:
     return Rates(**{name: plan[name] for name in Rates.__dataclass_fields__})
 
 
-@pytest.mark.parametrize("text, seconds", [("8m", 480.0), ("90s", 90.0), ("1h30m", 5400.0), ("480", 480.0), ("2.5m", 150.0), (" 8M ", 480.0)])
+@pytest.mark.parametrize("text, seconds", [("8m", 480.0), ("90s", 90.0), ("1h30m", 5400.0), ("480", 480.0),
+                                           ("2.5m", 150.0), (" 8M ", 480.0)])
 def test_durations(text, seconds):
     assert duration(text) == seconds
 
@@ -42,8 +43,8 @@ def test_bad_durations_are_refused(text):
 
 @pytest.mark.slow
 def test_a_budgeted_run_plans_its_epochs_to_fill_the_budget_and_trains_them(colour_folder, tmp_path):
-    config = TrainConfig(data=str(colour_folder), image_size=(32, 32), batch_size=8, schedule="linear", time_budget=BUDGET,
-                         runs_dir=str(tmp_path / "runs"), name="budget", epochs=1)
+    config = TrainConfig(data=str(colour_folder), image_size=(32, 32), batch_size=8, schedule="linear",
+                         time_budget=BUDGET, runs_dir=str(tmp_path / "runs"), name="budget", epochs=1)
     result = train(config, progress=False)
     plan = json.loads((result.run_dir / "plan.json").read_text())
     saved = json.loads((result.run_dir / "config.json").read_text())
@@ -52,8 +53,10 @@ def test_a_budgeted_run_plans_its_epochs_to_fill_the_budget_and_trains_them(colo
     assert saved["epochs"] == plan["epochs"] == len(result.history), "config.json and the run follow the plan"
     assert saved["last_epoch_steps"] == plan["last_epoch_steps"]
     # The plan is the fit of what the probe measured (test_fit_* check the fit against hand-worked numbers).
-    assert (plan["epochs"], plan["last_epoch_steps"]) == fit(rates_of(plan), plan["steps_per_epoch"], 0, SAFETY * BUDGET), plan
-    assert plan["estimated_s"] == pytest.approx(rates_of(plan).estimate(plan["steps_per_epoch"], 0, plan["epochs"], plan["last_epoch_steps"]))
+    assert (plan["epochs"], plan["last_epoch_steps"]) == fit(rates_of(plan), plan["steps_per_epoch"], 0,
+                                                             SAFETY * BUDGET), plan
+    assert plan["estimated_s"] == pytest.approx(rates_of(plan).estimate(plan["steps_per_epoch"], 0, plan["epochs"],
+                                                                        plan["last_epoch_steps"]))
     # The run trained exactly the planned steps: Adam counts them.
     steps = (plan["epochs"] - 1) * plan["steps_per_epoch"] + (plan["last_epoch_steps"] or plan["steps_per_epoch"])
     state = read_state(result.run_dir / "state.safetensors")
@@ -85,8 +88,9 @@ def test_a_streamed_run_times_its_probe_steps_in_one_pass(tmp_path, monkeypatch)
 
     monkeypatch.setattr(TorchTrainer, "train_epoch", recorded)
     folder = write_colour_folder(tmp_path / "pics", per_class=100)
-    config = TrainConfig(data=str(folder), image_size=(32, 32), batch_size=8, stream=True, loader_workers=2, schedule="linear",
-                         time_budget=BUDGET, runs_dir=str(tmp_path / "runs"), name="streamed", epochs=1)
+    config = TrainConfig(data=str(folder), image_size=(32, 32), batch_size=8, stream=True, loader_workers=2,
+                         schedule="linear", time_budget=BUDGET, runs_dir=str(tmp_path / "runs"), name="streamed",
+                         epochs=1)
     with pytest.warns(DataWarning, match="Caching"):
         result = train(config, progress=False)
     plan = json.loads((result.run_dir / "plan.json").read_text())
@@ -97,14 +101,16 @@ def test_a_streamed_run_times_its_probe_steps_in_one_pass(tmp_path, monkeypatch)
 
 def test_a_budget_of_a_few_steps_spends_less_of_it_probing(colour_folder, tmp_path):
     # A budget of 0.1 s: any training step (a few ms here) is over half a percent of it (0.5 ms).
-    config = TrainConfig(data=str(colour_folder), batch_size=8, time_budget=0.1, runs_dir=str(tmp_path / "runs"), name="tiny")
+    config = TrainConfig(data=str(colour_folder), batch_size=8, time_budget=0.1, runs_dir=str(tmp_path / "runs"),
+                         name="tiny")
     result = train(config, progress=False)
     plan = json.loads((result.run_dir / "plan.json").read_text())
     assert plan["probe_steps"] == SLOW_PROBE_STEPS and plan["epochs"] == len(result.history), plan
 
 
 def test_the_scratch_engine_refuses_a_budget(colour_folder, tmp_path):
-    config = TrainConfig(data=str(colour_folder), engine="scratch", time_budget=30.0, runs_dir=str(tmp_path / "runs"), name="s")
+    config = TrainConfig(data=str(colour_folder), engine="scratch", time_budget=30.0, runs_dir=str(tmp_path / "runs"),
+                         name="s")
     with pytest.raises(ConfigError, match="--time-budget"):
         train(config, progress=False)
     assert not (tmp_path / "runs" / "s").exists()
@@ -114,13 +120,14 @@ def test_the_scratch_engine_refuses_a_budget(colour_folder, tmp_path):
 # epoch; 2 s final evaluation and 3 s probe. Frozen after epoch 1: 1 epoch takes 9.5 s, 2 take 12 s,
 # 3 take 14.5 s, and 2 plus 1, 2 or 3 steps take 13, 13.5 and 14 s. Never frozen: 9.5, 14 and 18.5 s,
 # and 2 epochs plus 1 step 15.5 s.
-HAND = Rates(step_s=1.0, frozen_step_s=0.5, validation_s=0.25, checkpoint_s=0.25, epoch_start_s=0.0, final_evaluation_s=2.0, probe_s=3.0)
+HAND = Rates(step_s=1.0, frozen_step_s=0.5, validation_s=0.25, checkpoint_s=0.25, epoch_start_s=0.0,
+             final_evaluation_s=2.0, probe_s=3.0)
 
 
 @pytest.mark.parametrize("frozen_from, limit_s, plan", [
     (1, 14.0, (3, 3)), (1, 13.2, (3, 1)), (1, 12.0, (2, 0)), (0, 14.0, (2, 0)), (0, 15.9, (3, 1)), (1, 5.0, (1, 0)),
-], ids=["frozen: 2 epochs and 3 steps", "frozen: 2 epochs and 1 step", "frozen: 2 whole epochs", "never frozen", "never frozen: one step more",
-        "not even one epoch fits: one, late"])
+], ids=["frozen: 2 epochs and 3 steps", "frozen: 2 epochs and 1 step", "frozen: 2 whole epochs", "never frozen",
+        "never frozen: one step more", "not even one epoch fits: one, late"])
 def test_fit_plans_whole_epochs_then_the_steps_of_one_more_that_fit(frozen_from, limit_s, plan):
     assert fit(HAND, 4, frozen_from, limit_s) == plan
 
@@ -128,15 +135,19 @@ def test_fit_plans_whole_epochs_then_the_steps_of_one_more_that_fit(frozen_from,
 def test_an_estimate_counts_epoch_start_up_once_per_epoch():
     started = Rates(**{**HAND.__dict__, "epoch_start_s": 1.0})
     assert started.estimate(4, 1, 3) - HAND.estimate(4, 1, 3) == 3.0
-    assert started.estimate(4, 1, 3, 2) - HAND.estimate(4, 1, 3, 2) == 3.0  # an epoch that stops early starts all the same
+    # an epoch that stops early starts all the same
+    assert started.estimate(4, 1, 3, 2) - HAND.estimate(4, 1, 3, 2) == 3.0
 
 
 @pytest.mark.slow
 def test_a_plan_measures_the_cheaper_steps_after_the_whitening_bias_freezes(colour_folder, tmp_path):
-    config = TrainConfig(data=str(colour_folder), model="airnet", model_args={"widths": [8, 16, 16]}, batch_size=8, whiten_bias_epochs=1,
-                         schedule="linear", tta=2, time_budget=BUDGET, runs_dir=str(tmp_path / "runs"), name="airnet", epochs=1)
+    config = TrainConfig(data=str(colour_folder), model="airnet", model_args={"widths": [8, 16, 16]}, batch_size=8,
+                         whiten_bias_epochs=1, schedule="linear", tta=2, time_budget=BUDGET,
+                         runs_dir=str(tmp_path / "runs"), name="airnet", epochs=1)
     plan = json.loads((train(config, progress=False).run_dir / "plan.json").read_text())
     # Planned with the steps of epochs after the first at the frozen rate, which the probe measured.
     assert plan["frozen_step_s"] > 0 and plan["frozen_step_s"] != plan["step_s"], plan
-    assert (plan["epochs"], plan["last_epoch_steps"]) == fit(rates_of(plan), plan["steps_per_epoch"], 1, SAFETY * BUDGET), plan
-    assert plan["final_evaluation_s"] == pytest.approx(6 * plan["validation_s"]), "TTA level 2 passes 6 views of each image"
+    assert (plan["epochs"], plan["last_epoch_steps"]) == fit(rates_of(plan), plan["steps_per_epoch"], 1,
+                                                             SAFETY * BUDGET), plan
+    assert plan["final_evaluation_s"] == pytest.approx(6 * plan["validation_s"]), (
+        "TTA level 2 passes 6 views of each image")

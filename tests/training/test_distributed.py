@@ -37,8 +37,8 @@ def data(tmp_path_factory) -> Path:
 def _train(n: int, data: Path, runs: Path, name: str, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
     launcher = [*TORCHRUN, f"--nproc_per_node={n}", "-m", "convnet"] if n > 1 else [sys.executable, "-m", "convnet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([*launcher, "train", "--data", str(data), "--runs-dir", str(runs), "--name", name, *ARGS, *extra],
-                            capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run([*launcher, "train", "--data", str(data), "--runs-dir", str(runs), "--name", name, *ARGS,
+                             *extra], capture_output=True, text=True, env=env, timeout=300)
     assert not check or result.returncode == 0, result.stderr[-3000:]  # torchrun's and the ranks' own words
     return result
 
@@ -99,8 +99,8 @@ def test_killed_distributed_run_resumes_to_the_same_weights(data, tmp_path):
     done = len(_history(runs / "killed"))
     assert 1 <= done < 4, "the kill must land mid-run for this test to mean anything"
 
-    resumed = subprocess.run([*TORCHRUN, "--nproc_per_node=2", "-m", "convnet", "train", "--resume", str(runs / "killed"), "--quiet"],
-                             env=env, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run([*TORCHRUN, "--nproc_per_node=2", "-m", "convnet", "train", "--resume",
+                              str(runs / "killed"), "--quiet"], env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, [line for line in resumed.stderr.splitlines() if "error" in line.lower()][:5]
     whole, killed = load_file(runs / "whole" / "model.safetensors"), load_file(runs / "killed" / "model.safetensors")
     for k in whole:
@@ -146,8 +146,9 @@ def test_a_refused_launch_exits_2_on_every_rank_and_writes_nothing(data, tmp_pat
     argv = [sys.executable, "-m", "convnet", "train", "--data", str(data), "--runs-dir", str(runs), "--name", "odd",
             *ARGS, "--epochs", "1", "--batch-size", "15"]
     ranks = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank),
-                                   "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"})  # port 1: no rank may get as far as connecting
+                              env={**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "RANK": str(rank),
+                                   "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+                                   "MASTER_PORT": "1"})  # port 1: no rank may get as far as connecting
              for rank in range(2)]
     outcomes = [(rank.wait(timeout=120), rank.stderr.read()) for rank in ranks]
     sentence = "error: --batch-size 15 cannot be shared by 2 processes"
@@ -208,9 +209,9 @@ def test_a_rank_that_fails_alone_ends_the_launch_and_the_run_resumes(data, tmp_p
     )
     runs = tmp_path / "runs"
     start = time.perf_counter()
-    result = subprocess.run([*TORCHRUN, "--nproc_per_node=2", str(script), "train", "--data", str(data), "--runs-dir", str(runs),
-                             "--name", "alone", *ARGS, "--epochs", "3"], capture_output=True, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=240)
+    result = subprocess.run([*TORCHRUN, "--nproc_per_node=2", str(script), "train", "--data", str(data),
+                             "--runs-dir", str(runs), "--name", "alone", *ARGS, "--epochs", "3"],
+                            capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=240)
     assert result.returncode != 0
     assert "error: rank 1 could not go on" in result.stderr
     assert time.perf_counter() - start < 120  # torchrun's teardown, not a collective's timeout

@@ -12,7 +12,8 @@ def _net() -> nn.Module:
 
 
 def _as_numpy(model: nn.Module) -> dict[str, np.ndarray]:
-    return {k: v.detach().double().numpy().copy() if v.is_floating_point() else v.numpy().copy() for k, v in model.state_dict().items()}
+    return {k: v.detach().double().numpy().copy() if v.is_floating_point() else v.numpy().copy()
+            for k, v in model.state_dict().items()}
 
 
 def test_average_of_weights_and_batchnorm_statistics_matches_a_hand_computation():

@@ -49,7 +49,8 @@ def draw_shape(kind: str, size: tuple[int, int], rng: np.random.Generator) -> Im
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> Path:
-    """ROOT/<circle|square|triangle>/NN.jpg: 12 JPEG files a class, every third 300 wide by 200 high, the rest 224x224."""
+    """ROOT/<circle|square|triangle>/NN.jpg: 12 JPEG files a class, every third 300 wide by 200 high, the rest
+    224x224."""
     root = tmp_path_factory.mktemp("photos")
     rng = np.random.default_rng(0)
     for kind in CLASSES:
@@ -157,7 +158,8 @@ def test_cam_explains_a_resized_photo_at_224(fast_run, photos, tmp_path, capsys)
 
 def test_resnet_trains_and_predicts_at_224_through_its_imagenet_stem(photos, tmp_path, capsys):
     argv = ["train", "--model", "resnet", "--model-arg", "width=8", "--image-size", str(SIDE), "--epochs", "1",
-            "--batch-size", "12", "--data", str(photos), "--runs-dir", str(tmp_path), "--name", "resnet", "--quiet"]  # fmt: skip
+            "--batch-size", "12", "--data", str(photos), "--runs-dir", str(tmp_path), "--name", "resnet",
+            "--quiet"]  # fmt: skip
     assert main(argv) == 0
     clf = load_checkpoint(tmp_path / "resnet")
     assert clf.info.input_size == (SIDE, SIDE)

@@ -38,8 +38,10 @@ def test_sgd_groups_match_torch_sgd():
     torch.manual_seed(0)
     a, b = nn.Linear(5, 4), nn.Linear(5, 4)
     b.load_state_dict(a.state_dict())
-    ours = MuonSGD([{"params": [a.weight], "weight_decay": 0.01}, {"params": [a.bias], "lr": 0.3}], lr=0.1, momentum=0.85)
-    ref = torch.optim.SGD([{"params": [b.weight], "weight_decay": 0.01}, {"params": [b.bias], "lr": 0.3}], lr=0.1, momentum=0.85, nesterov=True)
+    ours = MuonSGD([{"params": [a.weight], "weight_decay": 0.01}, {"params": [a.bias], "lr": 0.3}], lr=0.1,
+                   momentum=0.85)
+    ref = torch.optim.SGD([{"params": [b.weight], "weight_decay": 0.01}, {"params": [b.bias], "lr": 0.3}], lr=0.1,
+                          momentum=0.85, nesterov=True)
     x = torch.randn(16, 5)
     for _ in range(5):
         for model, opt in ((a, ours), (b, ref)):
@@ -67,7 +69,8 @@ def test_muon_step_normalizes_the_filter_bank_and_follows_the_orthogonalized_gra
 
 def test_build_optimizer_groups_for_muon():
     model = create_model("airnet", num_classes=10, in_chans=3, input_size=(32, 32), widths=(8, 16, 16))
-    config = TrainConfig(model="airnet", optimizer="muon", lr=0.5, bias_lr_scale=64, weight_decay=0.01, bias_decay=True, muon_lr=0.2)
+    config = TrainConfig(model="airnet", optimizer="muon", lr=0.5, bias_lr_scale=64, weight_decay=0.01, bias_decay=True,
+                         muon_lr=0.2)
     opt = build_optimizer(model, config)
     by_kind = {("muon" if g["muon"] else g["lr"]): g for g in opt.param_groups}
     convs = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d) and m.weight.requires_grad]

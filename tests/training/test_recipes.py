@@ -28,8 +28,9 @@ def test_recipe_trains_on_other_sizes_and_channels(recipe, size, mode, tmp_path)
     data = _folder(tmp_path / "data", size, mode)
     base = recipe_config(recipe)
     small = {"widths": (8, 16, 16)} if base.model == "airnet" else {}
-    config = dataclasses.replace(base, data=str(data), epochs=1, batch_size=4, val_split=0.25, runs_dir=str(tmp_path / "runs"),
-                                 name="r", model_args={**base.model_args, **small}, warmup_epochs=0.5)
+    config = dataclasses.replace(base, data=str(data), epochs=1, batch_size=4, val_split=0.25,
+                                 runs_dir=str(tmp_path / "runs"), name="r", model_args={**base.model_args, **small},
+                                 warmup_epochs=0.5)
     result = train(config, progress=False)
     clf = load_checkpoint(result.run_dir)
     assert clf.info.input_size == (size, size) and clf.info.in_chans == (1 if mode == "L" else 3)
@@ -39,7 +40,8 @@ def test_recipe_trains_on_other_sizes_and_channels(recipe, size, mode, tmp_path)
 
 def test_tutorial_recipe_is_the_tutorial():
     c = RECIPES["tutorial"]
-    assert (c.model, c.optimizer, c.lr, c.epochs, c.batch_size, c.label_smoothing, c.normalize) == ("tutorial", "adam", 1e-3, 10, 32, 0.0, "unit")
+    assert (c.model, c.optimizer, c.lr, c.epochs, c.batch_size, c.label_smoothing, c.normalize) == (
+        "tutorial", "adam", 1e-3, 10, 32, 0.0, "unit")
     assert c.augment.flip == "none" and not c.augment.translate and not c.augment.cutout
 
 

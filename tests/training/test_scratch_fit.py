@@ -28,8 +28,8 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run(data, tmp_path_factory):
-    config = convnet.TrainConfig(data=str(data), engine="scratch", model="spec", model_args={"arch": ARCH}, epochs=2, batch_size=8,
-                                 lr=1e-2, runs_dir=str(tmp_path_factory.mktemp("runs")), name="s", seed=0)
+    config = convnet.TrainConfig(data=str(data), engine="scratch", model="spec", model_args={"arch": ARCH}, epochs=2,
+                                 batch_size=8, lr=1e-2, runs_dir=str(tmp_path_factory.mktemp("runs")), name="s", seed=0)
     return config, convnet.train(config, progress=False)
 
 
@@ -43,7 +43,8 @@ def _reference_logits(path, x: torch.Tensor) -> torch.Tensor:
 
 def _val_images(data, classes):
     paths = sorted((data / "val").glob("*/*.png"))
-    images = torch.stack([torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1) for p in paths])  # (N, 3, 8, 8) uint8
+    # (N, 3, 8, 8) uint8
+    images = torch.stack([torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1) for p in paths])
     return images, torch.tensor([classes.index(p.parent.name) for p in paths])
 
 
@@ -54,7 +55,8 @@ def test_scratch_run_folder_is_complete(run):
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     # It learns: the loss falls, and 12 validation images are counted, above chance (4 of 12).
     assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
-    assert round(float(rows[1]["val_acc"]) * 12) == pytest.approx(float(rows[1]["val_acc"]) * 12) and float(rows[1]["val_acc"]) > 0.5
+    assert (round(float(rows[1]["val_acc"]) * 12) == pytest.approx(float(rows[1]["val_acc"]) * 12)
+            and float(rows[1]["val_acc"]) > 0.5)
     assert {"model.safetensors", "curves.png", "samples.png"} <= {p.name for p in result.run_dir.iterdir()}
 
 
@@ -81,7 +83,8 @@ def test_a_scratch_run_cannot_be_resumed(run):
 
 
 def test_cli_trains_with_the_scratch_engine(data, tmp_path, capsys):
-    argv = ["train", "--data", str(data), "--engine", "scratch", "--arch", ARCH, "--epochs", "2", "--batch-size", "8", "--runs-dir", str(tmp_path), "--name", "c"]
+    argv = ["train", "--data", str(data), "--engine", "scratch", "--arch", ARCH, "--epochs", "2", "--batch-size", "8",
+            "--runs-dir", str(tmp_path), "--name", "c"]
     assert main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
     epochs = [line for line in lines if line.startswith("epoch ")]

@@ -25,7 +25,8 @@ def _config(data, tmp_path, **kw):
 
 
 def test_overfits_a_tiny_batch(colour_folder, tmp_path):
-    result = train(_config(colour_folder, tmp_path, limit=12, val_split=0.0, epochs=40, batch_size=12, lr=3e-3), progress=False)
+    result = train(_config(colour_folder, tmp_path, limit=12, val_split=0.0, epochs=40, batch_size=12, lr=3e-3),
+                   progress=False)
     assert result.metrics["train_acc"] == 1.0
     assert float(result.history[-1]["train_loss"]) < 0.1 * float(result.history[0]["train_loss"])
 
@@ -39,7 +40,8 @@ def test_run_folder_holds_everything_documented(tmp_path):
             (data / src / f"{i:03d}.png").rename(data / dst / f"{src}{i:03d}.png")
     result = train(_config(data, tmp_path), progress=False)
     files = {p.name for p in result.run_dir.iterdir()}
-    assert {"config.json", "history.csv", "model.safetensors", "state.safetensors", "curves.png", "samples.png"} <= files
+    assert {"config.json", "history.csv", "model.safetensors", "state.safetensors", "curves.png",
+            "samples.png"} <= files
     config = TrainConfig.from_dict(json.loads((result.run_dir / "config.json").read_text()))
     assert config == _config(data, tmp_path)
     rows = list(csv.DictReader(open(result.run_dir / "history.csv")))
@@ -93,8 +95,10 @@ def test_resume_after_a_kill_ends_like_an_uninterrupted_run(tmp_path):
     state = read_state(state_file)
     assert 1 <= state["epoch"] < 4, "the kill must land mid-run for this test to mean anything"
 
-    subprocess.run([sys.executable, "-m", "convnet", "train", "--resume", str(tmp_path / "runs/killed"), "--quiet"], check=True)
-    whole, resumed = load_file(tmp_path / "runs/whole/model.safetensors"), load_file(tmp_path / "runs/killed/model.safetensors")
+    subprocess.run([sys.executable, "-m", "convnet", "train", "--resume", str(tmp_path / "runs/killed"), "--quiet"],
+                   check=True)
+    whole, resumed = (load_file(tmp_path / "runs/whole/model.safetensors"),
+                      load_file(tmp_path / "runs/killed/model.safetensors"))
     assert whole.keys() == resumed.keys()
     for k in whole:
         assert torch.equal(whole[k], resumed[k]), k
@@ -132,7 +136,8 @@ def test_a_run_compiled_on_a_gpu_resumes_on_the_cpu_without_compiling(colour_fol
     whole = train(_config(colour_folder, tmp_path, name="whole"), progress=False)
     train_interrupted(monkeypatch, _config(colour_folder, tmp_path, name="gpu"), epoch=1)
     config_path = tmp_path / "runs" / "gpu" / "config.json"
-    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "compile": True}))  # as a --compile run on a GPU wrote it
+    # as a --compile run on a GPU wrote it
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "compile": True}))
     resumed = resume(tmp_path / "runs" / "gpu", progress=False)
     a, b = load_file(whole.run_dir / "model.safetensors"), load_file(resumed.run_dir / "model.safetensors")
     assert len(resumed.history) == 2 and all(torch.equal(a[k], b[k]) for k in a)
@@ -142,7 +147,8 @@ def test_a_run_compiled_on_a_gpu_resumes_on_the_cpu_without_compiling(colour_fol
 def test_the_last_epoch_stops_after_its_steps_and_the_schedule_ends_with_them(colour_folder, tmp_path):
     def trained(name, **kw):
         result = train(_config(colour_folder, tmp_path, name=name, schedule="linear", **kw), progress=False)
-        steps = {float(s["step"]) for s in read_state(result.run_dir / "state.safetensors")["optimizer"]["state"].values()}
+        steps = {float(s["step"])
+                 for s in read_state(result.run_dir / "state.safetensors")["optimizer"]["state"].values()}
         return result, steps.pop()
 
     whole, whole_steps = trained("whole")
@@ -151,4 +157,5 @@ def test_the_last_epoch_stops_after_its_steps_and_the_schedule_ends_with_them(co
     short, short_steps = trained("short", last_epoch_steps=1)
     assert short_steps == per_epoch + 1 and len(short.history) == 2
     # Linear decay reaches 0 exactly at the planned last step, not at the end of a whole epoch.
-    assert short.history[-1]["lr"] == 0.0 and short.history[0]["lr"] == pytest.approx(1e-3 * (1 - per_epoch / (per_epoch + 1)))
+    assert (short.history[-1]["lr"] == 0.0
+            and short.history[0]["lr"] == pytest.approx(1e-3 * (1 - per_epoch / (per_epoch + 1))))

@@ -71,30 +71,35 @@ def test_it_learns_in_its_epochs_then_never_moves(colour_folder, tmp_path):
 def test_once_frozen_backward_skips_the_first_convs_input_gradient(colour_folder, tmp_path):
     trainer = _trainer(_config(colour_folder, tmp_path))
     seen = []
-    trainer.model.groups[0].conv1.register_full_backward_hook(lambda module, grad_in, grad_out: seen.append(grad_in[0] is not None))
+    trainer.model.groups[0].conv1.register_full_backward_hook(
+        lambda module, grad_in, grad_out: seen.append(grad_in[0] is not None))
     trainer.train_epoch(0, max_steps=1)
     trainer.train_epoch(WHITEN_EPOCHS, max_steps=1)
     assert seen == [True, False]
 
 
-@pytest.mark.parametrize("whiten_epochs, killed_in", [(1, 2), (2, 1)], ids=["killed-past-its-epochs", "killed-within-them"])
+@pytest.mark.parametrize("whiten_epochs, killed_in", [(1, 2), (2, 1)],
+                         ids=["killed-past-its-epochs", "killed-within-them"])
 def test_a_resumed_run_ends_like_an_uninterrupted_one(colour_folder, tmp_path, monkeypatch, whiten_epochs, killed_in):
     whole = train(_config(colour_folder, tmp_path, name="whole", whiten_bias_epochs=whiten_epochs), progress=False)
 
-    train_interrupted(monkeypatch, _config(colour_folder, tmp_path, name="killed", whiten_bias_epochs=whiten_epochs), epoch=killed_in)
+    train_interrupted(monkeypatch, _config(colour_folder, tmp_path, name="killed", whiten_bias_epochs=whiten_epochs),
+                      epoch=killed_in)
     assert read_state(tmp_path / "runs" / "killed" / "state.safetensors")["epoch"] == killed_in
     resumed = resume(tmp_path / "runs" / "killed", progress=False)
     a, b = load_file(whole.run_dir / "model.safetensors"), load_file(resumed.run_dir / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_state_whose_group_still_names_its_epochs_resumes_like_an_uninterrupted_run(colour_folder, tmp_path, monkeypatch):
+def test_a_state_whose_group_still_names_its_epochs_resumes_like_an_uninterrupted_run(colour_folder, tmp_path,
+                                                                                       monkeypatch):
     # Runs written before the whitening layer detached its own bias kept "epochs": n in the bias's
     # parameter group; such a run resumes, and ends as if never interrupted.
     whole = train(_config(colour_folder, tmp_path, name="whole"), progress=False)
     train_interrupted(monkeypatch, _config(colour_folder, tmp_path, name="older"), epoch=1)
     live = _trainer(_config(colour_folder, tmp_path, name="live"))
-    (index,) = [i for i, g in enumerate(live.optimizer.param_groups) if any(p is live.model.whiten.bias for p in g["params"])]
+    (index,) = [i for i, g in enumerate(live.optimizer.param_groups)
+                if any(p is live.model.whiten.bias for p in g["params"])]
     path = tmp_path / "runs" / "older" / "state.safetensors"
     state = read_state(path)
     state["optimizer"]["param_groups"][index]["epochs"] = WHITEN_EPOCHS
@@ -109,17 +114,20 @@ def test_a_model_without_a_whitening_layer_is_refused(colour_folder, tmp_path):
     with pytest.raises(ConfigError, match="whiten-bias-epochs"):
         train(config, progress=False)
     assert not (tmp_path / "runs" / "t").exists()
-    cli = subprocess.run([sys.executable, "-m", "convnet", "train", "--data", str(colour_folder), "--whiten-bias-epochs", "2",
-                          "--runs-dir", str(tmp_path / "runs"), "--quiet"], capture_output=True, text=True)
+    cli = subprocess.run([sys.executable, "-m", "convnet", "train", "--data", str(colour_folder),
+                          "--whiten-bias-epochs", "2", "--runs-dir", str(tmp_path / "runs"), "--quiet"],
+                         capture_output=True, text=True)
     assert cli.returncode == 2 and "Traceback" not in cli.stderr
     assert len(cli.stderr.strip().splitlines()) == 1 and "airnet" in cli.stderr
 
 
 @pytest.mark.slow
 def test_the_fast_recipe_still_trains_another_model_from_the_command_line(colour_folder, tmp_path):
-    # `fast` sets the rule for airnet's whitening layer; naming another model drops it (given explicitly, it is refused above).
-    cli = subprocess.run([sys.executable, "-m", "convnet", "train", "--recipe", "fast", "--model", "resnet", "--data", str(colour_folder),
-                          "--epochs", "1", "--batch-size", "24", "--runs-dir", str(tmp_path / "runs"), "--name", "resnet", "--quiet"],
+    # `fast` sets the rule for airnet's whitening layer; naming another model drops it (given explicitly, it is
+    # refused above).
+    cli = subprocess.run([sys.executable, "-m", "convnet", "train", "--recipe", "fast", "--model", "resnet",
+                          "--data", str(colour_folder), "--epochs", "1", "--batch-size", "24",
+                          "--runs-dir", str(tmp_path / "runs"), "--name", "resnet", "--quiet"],
                          capture_output=True, text=True)
     assert cli.returncode == 0, cli.stderr
     assert json.loads((tmp_path / "runs" / "resnet" / "config.json").read_text())["whiten_bias_epochs"] == 0
