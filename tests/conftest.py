@@ -35,6 +35,7 @@ def model_file(colour_folder, tmp_path_factory) -> Path:
     its run folder (history.csv, curves.png) beside it; a server serves it under the name "colours".
     Enough for predict, evaluate, export, features and cam; trained once per session."""
     runs = tmp_path_factory.mktemp("runs")
-    argv = ["train", "--data", colour_folder, "--epochs", "1", "--batch-size", "32", "--runs-dir", runs, "--name", "colours", "--quiet"]
+    argv = ["train", "--data", colour_folder, "--epochs", "1", "--batch-size", "32", "--runs-dir", runs, "--name",
+            "colours", "--quiet"]
     assert main([str(a) for a in argv]) == 0
     return runs / "colours" / "model.safetensors"

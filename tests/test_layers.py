@@ -48,13 +48,15 @@ def _imports(path: Path, here: str | None = None) -> list[tuple[str, int]]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]
+                                + ([base] if base else []))
             if not base.startswith("convnet"):
                 continue
             # `from convnet.models import airnet` imports the submodule when one exists.
             for alias in node.names:
                 sub = f"{base}.{alias.name}"
-                is_module = (SRC.parent / sub.replace(".", "/")).with_suffix(".py").is_file() or (SRC.parent / sub.replace(".", "/")).is_dir()
+                is_module = ((SRC.parent / sub.replace(".", "/")).with_suffix(".py").is_file()
+                             or (SRC.parent / sub.replace(".", "/")).is_dir())
                 out.append((sub if is_module else base, node.lineno))
     return out
 
@@ -85,7 +87,8 @@ def test_imports_point_down(path: Path):
         if not theirs or theirs == mine:
             continue
         if LAYERS[theirs] >= LAYERS[mine]:
-            bad.append(f"{path.relative_to(SRC)}:{line} imports {target} ({theirs}, layer {LAYERS[theirs]}) from {mine} (layer {LAYERS[mine]})")
+            bad.append(f"{path.relative_to(SRC)}:{line} imports {target} ({theirs}, layer {LAYERS[theirs]}) "
+                       f"from {mine} (layer {LAYERS[mine]})")
     assert not bad, "\n".join(bad)
 
 

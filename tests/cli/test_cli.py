@@ -18,13 +18,15 @@ from convnet.models import create_model
 @pytest.fixture(scope="module")
 def trained(colour_folder, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    assert main(["train", "--data", str(colour_folder), "--epochs", "3", "--batch-size", "16", "--runs-dir", str(runs), "--name", "t", "--quiet"]) == 0
+    assert main(["train", "--data", str(colour_folder), "--epochs", "3", "--batch-size", "16", "--runs-dir", str(runs),
+                 "--name", "t", "--quiet"]) == 0
     return runs / "t" / "model.safetensors"
 
 
 def test_training_ends_with_a_next_command_that_runs(colour_folder, tmp_path, capsys):
     runs = tmp_path / "my runs"  # a space: the printed path must survive a shell
-    assert main(["train", "--data", str(colour_folder), "--epochs", "1", "--batch-size", "32", "--runs-dir", str(runs), "--name", "n"]) == 0
+    assert main(["train", "--data", str(colour_folder), "--epochs", "1", "--batch-size", "32", "--runs-dir", str(runs),
+                 "--name", "n"]) == 0
     (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("next: ")]
     argv = shlex.split(line.removeprefix("next: "))
     assert argv[:2] == ["convnet", "evaluate"] and "..." not in line
@@ -118,7 +120,8 @@ def test_predict_a_folder_with_a_broken_file(trained, colour_folder, tmp_path, c
     lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert [sorted(x) for x in lines] == [["path", "predictions"], ["path", "predictions"], ["error", "path"]]
     probs = [p["probability"] for p in lines[0]["predictions"]]
-    assert probs == sorted(probs, reverse=True) and len(probs) == 3 and {p["class"] for p in lines[0]["predictions"]} == {"red", "green", "blue"}
+    assert (probs == sorted(probs, reverse=True) and len(probs) == 3
+            and {p["class"] for p in lines[0]["predictions"]} == {"red", "green", "blue"})
 
 
 def test_show_data_writes_a_png(colour_folder, tmp_path, capsys):
@@ -185,4 +188,5 @@ def test_entry_points_run(capsys):
 def test_a_model_argument_with_commas_is_a_list(capsys):
     assert main(["summary", "--model", "airnet", "--model-arg", "widths=8,16,16"]) == 0
     total = capsys.readouterr().out.split("Total params: ")[1].split()[0]
-    assert int(total.replace(",", "")) == sum(p.numel() for p in create_model("airnet", widths=(8, 16, 16)).parameters())
+    assert int(total.replace(",", "")) == sum(p.numel()
+                                              for p in create_model("airnet", widths=(8, 16, 16)).parameters())

@@ -43,7 +43,8 @@ def tiny_cifar(tmp_path) -> TinyCifar:
     for split, name in batches:
         rows = rng.integers(0, 256, size=(PER_BATCH, 3072), dtype=np.uint8)
         batch_labels = [int(x) for x in rng.integers(0, 10, size=PER_BATCH)]
-        batch = {b"batch_label": name.encode(), b"labels": batch_labels, b"data": rows, b"filenames": [b"x.png"] * PER_BATCH}
+        batch = {b"batch_label": name.encode(), b"labels": batch_labels, b"data": rows,
+                 b"filenames": [b"x.png"] * PER_BATCH}
         # Protocol 2, as Python 2's cPickle wrote the release.
         (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
         data[split].append(rows)

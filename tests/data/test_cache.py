@@ -38,7 +38,8 @@ def test_an_entry_lists_its_folder_and_the_size_of_its_files(tmp_path, capsys):
 
 
 def test_prune_deletes_the_entries_of_folders_that_are_gone_and_keeps_the_others(tmp_path, capsys):
-    kept, gone = write_colour_folder(tmp_path / "kept", per_class=4), write_colour_folder(tmp_path / "gone", per_class=5)
+    kept, gone = (write_colour_folder(tmp_path / "kept", per_class=4),
+                  write_colour_folder(tmp_path / "gone", per_class=5))
     load_image_folder(kept)
     load_image_folder(gone)
     shutil.rmtree(gone)
@@ -63,7 +64,8 @@ def test_a_streamed_entry_goes_whole_and_clear_empties_the_cache(tmp_path, capsy
 
 
 def test_an_entry_from_before_notes_is_noted_when_next_read_and_pruned_if_never_read(tmp_path):
-    used, unused = write_colour_folder(tmp_path / "used", per_class=4), write_colour_folder(tmp_path / "unused", per_class=4, seed=1)
+    used, unused = (write_colour_folder(tmp_path / "used", per_class=4),
+                    write_colour_folder(tmp_path / "unused", per_class=4, seed=1))
     load_image_folder(used)
     load_image_folder(unused)
     for note in (cache.cache_home() / "cache").glob("*.json"):
@@ -78,7 +80,8 @@ def test_an_entry_from_before_notes_is_noted_when_next_read_and_pruned_if_never_
 def test_hostile_cache_files_are_neither_followed_nor_trusted(tmp_path, capsys):
     folder = cache.cache_home() / "cache"
     folder.mkdir(parents=True)
-    link, junk, huge = "0000000000000000-0000000000000001", "0000000000000000-0000000000000002", "0000000000000000-0000000000000003"
+    link, junk, huge = ("0000000000000000-0000000000000001", "0000000000000000-0000000000000002",
+                        "0000000000000000-0000000000000003")
     outside = tmp_path / "precious.npz"
     np.savez(outside, a=np.zeros(3))
     (folder / f"{link}.npz").symlink_to(outside)  # a link out of the cache: deleted itself, never through
@@ -106,7 +109,8 @@ def test_every_entry_holds_the_sha256_of_its_arrays_and_raw_pixels(tmp_path):
             arrays = {name: npz[name] for name in npz.files}
         h = hashlib.sha256()
         for name in sorted(set(arrays) - {"sha256"}):
-            h.update(json.dumps([name, arrays[name].dtype.str, list(arrays[name].shape)]).encode() + arrays[name].tobytes())
+            h.update(json.dumps([name, arrays[name].dtype.str, list(arrays[name].shape)]).encode()
+                     + arrays[name].tobytes())
         assert arrays["sha256"].tobytes() == h.digest()
         if "raw_sha256" in arrays:
             assert arrays["raw_sha256"].tobytes() == hashlib.sha256(npz_path.with_suffix(".u8").read_bytes()).digest()
@@ -115,7 +119,8 @@ def test_every_entry_holds_the_sha256_of_its_arrays_and_raw_pixels(tmp_path):
 
 
 def test_the_command_says_what_it_does():
-    out = subprocess.run([sys.executable, "-m", "convnet", "cache", "--prune", "--clear"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "convnet", "cache", "--prune", "--clear"], capture_output=True,
+                         text=True)
     assert out.returncode == 2 and "not allowed with argument" in out.stderr
     listed = subprocess.run([sys.executable, "-m", "convnet", "--help"], capture_output=True, text=True).stdout
     assert "cache" in listed

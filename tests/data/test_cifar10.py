@@ -74,7 +74,8 @@ def python2_batch(rows: np.ndarray, labels: list[int]) -> bytes:
     )
     array = (
         b"cnumpy.core.multiarray\n_reconstruct\n" + b"cnumpy\nndarray\n" + b"K\x00\x85" + short_str(b"b") + b"\x87R"
-        + b"(K\x01" + b"K" + bytes([len(rows)]) + b"M\x00\x0c\x86" + dtype + b"\x89" + b"T" + struct.pack("<I", len(raw)) + raw + b"tb"
+        + b"(K\x01" + b"K" + bytes([len(rows)]) + b"M\x00\x0c\x86" + dtype + b"\x89"
+        + b"T" + struct.pack("<I", len(raw)) + raw + b"tb"
     )
     label_list = b"](" + b"".join(b"K" + bytes([x]) for x in labels) + b"e"
     return b"\x80\x02}" + short_str(b"labels") + label_list + b"s" + short_str(b"data") + array + b"s."

@@ -51,7 +51,8 @@ def test_damaged_gzip_is_a_data_error(tmp_path):
         fashion_mnist.read_idx(path)
 
 
-@pytest.mark.skipif(not fashion_mnist.idx_splits(fashion_mnist.DEFAULT_DIR), reason="dataset-fashion-mnist is not installed")
+@pytest.mark.skipif(not fashion_mnist.idx_splits(fashion_mnist.DEFAULT_DIR),
+                    reason="dataset-fashion-mnist is not installed")
 def test_installed_copy_has_the_published_counts():
     train = fashion_mnist.load_fashion_mnist(split="train")
     test = fashion_mnist.load_fashion_mnist(split="test")

@@ -53,7 +53,8 @@ def test_formats_and_modes(tmp_path):
     ds = load_image_folder(tmp_path, image_size=(8, 8), channels=3)
     px = ds.images[:, :, 4, 4].tolist()
     assert np.abs(np.array(px[0]) - [200, 100, 50]).max() <= 3  # JPEG at quality 100
-    assert px[1:] == [[100] * 3, [10, 20, 30], [7, 77, 177], [7, 77, 177], [128] * 3, [1, 2, 3], [40, 50, 60], [90, 80, 70]]
+    assert px[1:] == [[100] * 3, [10, 20, 30], [7, 77, 177], [7, 77, 177], [128] * 3, [1, 2, 3], [40, 50, 60],
+                      [90, 80, 70]]
     assert ds.images[2, :, 0, 0].tolist() == [255, 255, 255]
 
 

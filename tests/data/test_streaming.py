@@ -43,7 +43,8 @@ def jpeg_folder(tmp_path_factory):
 def _config(data, tmp_path, **kw):
     """Every source of randomness the in-memory path has: order, alternating flips, shifts and cutout."""
     augment = AugmentConfig(flip="alternating", translate=2, cutout=6)
-    base = dict(data=str(data), epochs=2, batch_size=16, image_size=(24, 24), normalize="standard", augment=augment, lr=3e-3, runs_dir=str(tmp_path / "runs"))
+    base = dict(data=str(data), epochs=2, batch_size=16, image_size=(24, 24), normalize="standard", augment=augment,
+                lr=3e-3, runs_dir=str(tmp_path / "runs"))
     return TrainConfig(**{**base, **kw})
 
 
@@ -81,15 +82,18 @@ def test_a_rank_reads_only_its_slice_of_each_global_batch(jpeg_folder):
 def test_streamed_run_trains_like_the_in_memory_run(jpeg_folder, tmp_path):
     """Same permutation, pixels, augmentation, dropout and statistics: the same losses, bitwise."""
     memory = train(_config(jpeg_folder, tmp_path, name="memory", val_split=0.2), progress=False)
-    streamed = train(_config(jpeg_folder, tmp_path, name="streamed", val_split=0.2, stream=True, loader_workers=2), progress=False)
+    streamed = train(_config(jpeg_folder, tmp_path, name="streamed", val_split=0.2, stream=True, loader_workers=2),
+                     progress=False)
     for a, b in zip(memory.history, streamed.history, strict=True):
-        assert {k: v for k, v in a.items() if k not in ("seconds", "images_per_s")} == {k: v for k, v in b.items() if k not in ("seconds", "images_per_s")}
+        assert ({k: v for k, v in a.items() if k not in ("seconds", "images_per_s")}
+                == {k: v for k, v in b.items() if k not in ("seconds", "images_per_s")})
     assert (streamed.run_dir / "samples.png").is_file()
 
 
 def test_evaluate_of_a_streamed_run_scores_its_split_as_the_in_memory_run_does(jpeg_folder, tmp_path, capsys):
     memory = train(_config(jpeg_folder, tmp_path, name="memory", val_split=0.2, epochs=1), progress=False)
-    streamed = train(_config(jpeg_folder, tmp_path, name="streamed", val_split=0.2, epochs=1, stream=True), progress=False)
+    streamed = train(_config(jpeg_folder, tmp_path, name="streamed", val_split=0.2, epochs=1, stream=True),
+                     progress=False)
     reports = []
     for run in (memory, streamed):
         assert main(["evaluate", str(run.run_dir / "model.safetensors"), "--split", "val", "--json"]) == 0
@@ -99,7 +103,8 @@ def test_evaluate_of_a_streamed_run_scores_its_split_as_the_in_memory_run_does(j
 
 
 def test_the_scratch_engine_refuses_a_streamed_folder(jpeg_folder, tmp_path):
-    config = _config(jpeg_folder, tmp_path, name="scratch", engine="scratch", stream=True, augment=AugmentConfig(), normalize="unit")
+    config = _config(jpeg_folder, tmp_path, name="scratch", engine="scratch", stream=True, augment=AugmentConfig(),
+                     normalize="unit")
     with pytest.raises(ConfigError, match="--engine scratch holds its images in memory"):
         train(config, progress=False)
     assert not (tmp_path / "runs" / "scratch").exists()
@@ -114,23 +119,27 @@ def test_a_folder_over_the_memory_budget_streams_and_says_so(jpeg_folder, tmp_pa
     assert isinstance(batch_source(data.train, 16), StreamingBatches)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # within the budget: held in memory, quietly
-        assert not isinstance(prepare_data(_config(jpeg_folder, tmp_path, image_size=(16, 16), memory_budget_mb=1)).train, StreamedSplit)
+        assert not isinstance(
+            prepare_data(_config(jpeg_folder, tmp_path, image_size=(16, 16), memory_budget_mb=1)).train, StreamedSplit)
 
 
 def test_the_decode_cache_says_how_large_and_where(jpeg_folder, monkeypatch):
     found = scan_folder(jpeg_folder, image_size=(32, 32), channels=3)
     home = os.environ["CONVNET_HOME"]
-    with pytest.warns(DataWarning, match=rf"Caching 90 decoded images for streaming: 276\.5 kB in {home}/cache/.*\.u8 \(.* free there\)"):
+    with pytest.warns(DataWarning, match=rf"Caching 90 decoded images for streaming: 276\.5 kB in {home}/cache/"
+                                         r".*\.u8 \(.* free there\)"):
         open_streamed(found)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the second time it is read, not made
         open_streamed(found)
     monkeypatch.setattr(streaming.shutil, "disk_usage", lambda _: type("Usage", (), {"free": 10**6})())
     found = scan_folder(jpeg_folder, image_size=(30, 30), channels=3)
-    with pytest.warns(DataWarning, match=rf"would take 243\.0 kB in {home}/cache, which has 1\.0 MB free; images are decoded again every epoch"):
+    with pytest.warns(DataWarning, match=rf"would take 243\.0 kB in {home}/cache, which has 1\.0 MB free; "
+                                         r"images are decoded again every epoch"):
         split = open_streamed(found)
     assert split.store.path is None
-    assert torch.equal(split.read(torch.arange(90)), load_image_folder(jpeg_folder, image_size=(30, 30), channels=3).images)
+    assert torch.equal(split.read(torch.arange(90)),
+                       load_image_folder(jpeg_folder, image_size=(30, 30), channels=3).images)
 
 
 def test_broken_files_and_fifos_are_skipped_as_in_memory(jpeg_folder, tmp_path):
@@ -158,8 +167,9 @@ from convnet.training.config import TrainConfig
 from convnet.training.train import train
 from convnet.errors import ConfigError
 data, runs, name = sys.argv[1:]
-train(TrainConfig(data=data, runs_dir=runs, name=name, stream=True, loader_workers=1, model="spec", model_args={"arch": "c8-b-p-c16-b-g"},
-                  optimizer="sgd", lr=0.05, precision="fp32", batch_size=16, val_split=0.2, epochs=2, image_size=(24, 24), sync_bn=True,
+train(TrainConfig(data=data, runs_dir=runs, name=name, stream=True, loader_workers=1, model="spec",
+                  model_args={"arch": "c8-b-p-c16-b-g"}, optimizer="sgd", lr=0.05, precision="fp32", batch_size=16,
+                  val_split=0.2, epochs=2, image_size=(24, 24), sync_bn=True,
                   augment=AugmentConfig(flip="alternating", translate=2, cutout=6)), progress=False)
 """
 
@@ -173,7 +183,8 @@ def test_two_gloo_processes_stream_like_one(jpeg_folder, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     for launcher, name in (([sys.executable], "one"), (torchrun, "two")):
-        subprocess.run([*launcher, str(script), str(jpeg_folder), str(runs), name], check=True, env=env, capture_output=True, timeout=300)
+        subprocess.run([*launcher, str(script), str(jpeg_folder), str(runs), name], check=True, env=env,
+                       capture_output=True, timeout=300)
     assert sorted(p.name for p in runs.iterdir()) == ["one", "two"]
     one, two = (list(csv.DictReader((runs / name / "history.csv").read_text().splitlines())) for name in ("one", "two"))
     for a, b in zip(one, two, strict=True):

@@ -26,7 +26,8 @@ from convnet.inference.model_file import load_checkpoint  # noqa: E402
 def run_dir(colour_folder, tmp_path_factory):
     """A run folder of the tutorial network trained for one epoch on the 3-colour folder, with its .onnx export."""
     runs = tmp_path_factory.mktemp("runs")
-    argv = ["train", "--data", colour_folder, "--epochs", "1", "--batch-size", "32", "--normalize", "standard", "--runs-dir", runs, "--name", "colours", "--quiet"]
+    argv = ["train", "--data", colour_folder, "--epochs", "1", "--batch-size", "32", "--normalize", "standard",
+            "--runs-dir", runs, "--name", "colours", "--quiet"]
     assert main([str(a) for a in argv]) == 0
     assert main(["export", str(runs / "colours" / "model.safetensors")]) == 0
     return runs / "colours"
@@ -55,10 +56,13 @@ def test_the_onnx_file_is_valid_and_carries_the_model_files_metadata(run_dir):
 def test_predict_and_evaluate_give_the_same_answers_with_the_onnx_file(run_dir, colour_folder, capsys):
     answers = {}
     for model in ("model.safetensors", "model.onnx"):
-        status, out, _ = cli(capsys, "predict", run_dir / model, colour_folder / "red", colour_folder / "blue", "--json", "--tta", "2", "--top-k", "3")
+        status, out, _ = cli(capsys, "predict", run_dir / model, colour_folder / "red", colour_folder / "blue",
+                             "--json", "--tta", "2", "--top-k", "3")
         assert status == 0
         predictions = [json.loads(line) for line in out.splitlines()]
-        status, out, _ = cli(capsys, "evaluate", run_dir / model, "--split", "val", "--json", "--out", run_dir / f"eval-{model}")  # the run's own split, from config.json
+        # the run's own split, from config.json
+        status, out, _ = cli(capsys, "evaluate", run_dir / model, "--split", "val", "--json", "--out",
+                             run_dir / f"eval-{model}")
         assert status == 0
         answers[model] = predictions, json.loads(out)
     (torch_predictions, torch_eval), (onnx_predictions, onnx_eval) = answers.values()
@@ -66,7 +70,8 @@ def test_predict_and_evaluate_give_the_same_answers_with_the_onnx_file(run_dir, 
     for a, b in zip(torch_predictions, onnx_predictions, strict=True):
         assert a["path"] == b["path"]
         assert [p["class"] for p in a["predictions"]] == [p["class"] for p in b["predictions"]]
-        assert [p["probability"] for p in a["predictions"]] == pytest.approx([p["probability"] for p in b["predictions"]], abs=1e-5)
+        assert [p["probability"] for p in a["predictions"]] == pytest.approx(
+            [p["probability"] for p in b["predictions"]], abs=1e-5)
     assert onnx_eval["confusion_matrix"] == torch_eval["confusion_matrix"] and onnx_eval["n"] == torch_eval["n"] > 0
     assert onnx_eval["loss"] == pytest.approx(torch_eval["loss"], abs=1e-5)
 
@@ -114,11 +119,14 @@ def test_triton_repository(run_dir, capsys, tmp_path):
     status, out, _ = cli(capsys, "export", run_dir, "--format", "triton", "--out", repo, "--max-batch-size", "64")
     assert status == 0 and out.strip() == str(repo / "colours")
     model_dir = repo / "colours"
-    assert sorted(str(p.relative_to(model_dir)) for p in model_dir.rglob("*")) == ["1", "1/model.onnx", "config.pbtxt", "labels.txt"]
+    assert sorted(str(p.relative_to(model_dir)) for p in model_dir.rglob("*")) == ["1", "1/model.onnx", "config.pbtxt",
+                                                                                  "labels.txt"]
     config = parse_pbtxt((model_dir / "config.pbtxt").read_text())
-    assert config["name"] == ["colours"] and config["platform"] == ["onnxruntime_onnx"] and config["max_batch_size"] == [64]
+    assert (config["name"] == ["colours"] and config["platform"] == ["onnxruntime_onnx"]
+            and config["max_batch_size"] == [64])
     assert config["input"] == [{"name": ["images"], "data_type": ["TYPE_UINT8"], "dims": [3, 24, 24]}]
-    assert config["output"] == [{"name": ["logits"], "data_type": ["TYPE_FP32"], "dims": [3], "label_filename": ["labels.txt"]}]
+    assert config["output"] == [{"name": ["logits"], "data_type": ["TYPE_FP32"], "dims": [3],
+                                 "label_filename": ["labels.txt"]}]
     assert config["dynamic_batching"] == [{}]
     clf = load_checkpoint(run_dir)
     assert (model_dir / "labels.txt").read_text().splitlines() == list(clf.classes)
@@ -145,7 +153,8 @@ def test_export_refuses_to_overwrite_without_force(run_dir, capsys, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # the temporary file was renamed, not left
 
 
-@pytest.mark.parametrize("content", [b"", b"#!/bin/sh\necho hello\n", b"\x89PNG\r\n\x1a\n" + bytes(100)], ids=["empty", "script", "png"])
+@pytest.mark.parametrize("content", [b"", b"#!/bin/sh\necho hello\n", b"\x89PNG\r\n\x1a\n" + bytes(100)],
+                         ids=["empty", "script", "png"])
 def test_export_refuses_a_file_that_is_not_a_model(content, capsys, tmp_path):
     bogus = tmp_path / "model.safetensors"
     bogus.write_bytes(content)
@@ -230,11 +239,17 @@ HOSTILE = {
     "no convnet metadata": (lambda f, m: _edited(f, lambda mo: mo.ClearField("metadata_props")), "not a convnet model"),
     "damaged metadata": (lambda f, m: _edited(f, _info_edit(r"^.*$", "{not json")), "damaged convnet metadata"),
     "metadata with a bad mean": (lambda f, m: _edited(f, _info_edit(r'"mean": \[[^]]*\]', '"mean": [0.5]')), "'mean'"),
-    "metadata for another input size": (lambda f, m: _edited(f, _info_edit(r'"input_size": \[24, 24\]', '"input_size": [32, 32]')), "uint8 input"),
-    "float input": (lambda f, m: _edited(f, lambda mo: setattr(mo.graph.input[0].type.tensor_type, "elem_type", onnx.TensorProto.FLOAT)), "uint8 input"),
+    "metadata for another input size": (
+        lambda f, m: _edited(f, _info_edit(r'"input_size": \[24, 24\]', '"input_size": [32, 32]')), "uint8 input"),
+    "float input": (
+        lambda f, m: _edited(f, lambda mo: setattr(mo.graph.input[0].type.tensor_type, "elem_type",
+                                                   onnx.TensorProto.FLOAT)),
+        "uint8 input"),
     "fixed batch": (lambda f, m: _edited(f, _fixed_batch), "uint8 input"),
-    "wrong output": (lambda f, m: _edited(f, lambda mo: setattr(mo.graph.output[0], "name", "probs")), "float32 output"),
-    "custom operator": (lambda f, m: _edited(f, lambda mo: setattr(mo.graph.node[0], "domain", "evil.ops")), "outside the standard ONNX set"),
+    "wrong output": (lambda f, m: _edited(f, lambda mo: setattr(mo.graph.output[0], "name", "probs")),
+                     "float32 output"),
+    "custom operator": (lambda f, m: _edited(f, lambda mo: setattr(mo.graph.node[0], "domain", "evil.ops")),
+                        "outside the standard ONNX set"),
     "external data": (lambda f, m: _edited(f, _external), "external files"),
     "control flow": (lambda f, m: _edited(f, _loop), "control flow"),
 }

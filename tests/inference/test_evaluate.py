@@ -19,7 +19,8 @@ def test_confusion_and_per_class_metrics_by_hand():
     assert ev.accuracy == pytest.approx(4 / 6)
     m = ev.per_class()
     # a: tp 2, predicted 2, actual 3 -> P 1, R 2/3, F1 0.8
-    assert m["a"]["precision"] == pytest.approx(1.0) and m["a"]["recall"] == pytest.approx(2 / 3) and m["a"]["f1"] == pytest.approx(0.8)
+    assert (m["a"]["precision"] == pytest.approx(1.0) and m["a"]["recall"] == pytest.approx(2 / 3)
+            and m["a"]["f1"] == pytest.approx(0.8))
     # b: tp 1, predicted 2, actual 2 -> P 0.5, R 0.5, F1 0.5
     assert (m["b"]["precision"], m["b"]["recall"], m["b"]["f1"]) == pytest.approx((0.5, 0.5, 0.5))
     # c: tp 1, predicted 2, actual 1 -> P 0.5, R 1, F1 2/3

@@ -22,7 +22,8 @@ def halve_floor(n: int, times: int) -> int:  # 2x2 max pooling, stride 2
     return n
 
 
-def halve_ceil(n: int, times: int) -> int:  # a stride-2 conv with padding k // 2 (or 3x3 max pool, padding 1): (n - 1) // 2 + 1
+# a stride-2 conv with padding k // 2 (or 3x3 max pool, padding 1): (n - 1) // 2 + 1
+def halve_ceil(n: int, times: int) -> int:
     for _ in range(times):
         n = (n - 1) // 2 + 1
     return n

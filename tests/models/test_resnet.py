@@ -58,8 +58,10 @@ def test_output_shapes(depth, in_chans, size, side):
 
 def test_odd_size_feature_maps():
     # 28 -> 14 -> 7 -> 4 -> 2 with stride-2 convs (padding 1); 28 -> 14 -> 7 -> 3 with 2x pools.
-    assert create_model("resnet", in_chans=1, input_size=(28, 28), depth=18).forward_features(torch.randn(1, 1, 28, 28)).shape[2:] == (4, 4)
-    assert create_model("resnet", in_chans=1, input_size=(28, 28), depth=9).forward_features(torch.randn(1, 1, 28, 28)).shape[2:] == (3, 3)
+    assert create_model("resnet", in_chans=1, input_size=(28, 28), depth=18).forward_features(
+        torch.randn(1, 1, 28, 28)).shape[2:] == (4, 4)
+    assert create_model("resnet", in_chans=1, input_size=(28, 28), depth=9).forward_features(
+        torch.randn(1, 1, 28, 28)).shape[2:] == (3, 3)
 
 
 @pytest.mark.parametrize("depth", [9, 18])

@@ -79,14 +79,16 @@ def test_default_json_matches_scipy_and_has_the_tutorial_shapes():
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.integers(0, 10**6), st.integers(1, 4), st.integers(1, 3), st.integers(0, 2), st.integers(1, 3), st.integers(1, 2))
+@given(st.integers(0, 10**6), st.integers(1, 4), st.integers(1, 3), st.integers(0, 2), st.integers(1, 3),
+       st.integers(1, 2))
 def test_json_matches_scipy_for_any_settings_that_fit(seed, kernel, stride, padding, pool, pool_stride):
     n = (4 + 2 * padding - kernel) // stride + 1
     if n < 1 or n < pool:
         with pytest.raises(SpecError):
             worked_example(seed=seed, kernel=kernel, stride=stride, padding=padding, pool=pool, pool_stride=pool_stride)
         return
-    args = ["--seed", seed, "--kernel", kernel, "--stride", stride, "--padding", padding, "--pool", pool, "--pool-stride", pool_stride]
+    args = ["--seed", seed, "--kernel", kernel, "--stride", stride, "--padding", padding, "--pool", pool,
+            "--pool-stride", pool_stride]
     check_against_scipy(explain_json(*map(str, args)))
 
 
@@ -95,7 +97,8 @@ def test_text_spells_out_every_product_and_the_formula():
     text = render_text(r)
     lines = [line for line in text.splitlines() if line.strip().startswith("out[")]
     assert len(lines) == 9
-    assert lines[1].strip() == "out[0,1] = (2*1 + 0*0 + 1*0 + 3*(-1)) [R] + (1*0 + 2*1 + 0*0 + 0*0) [G] + (0*0 + 1*0 + 2*1 + 0*0) [B] + (-2) [bias] = 1"
+    assert lines[1].strip() == ("out[0,1] = (2*1 + 0*0 + 1*0 + 3*(-1)) [R] + (1*0 + 2*1 + 0*0 + 0*0) [G] "
+                                "+ (0*0 + 1*0 + 2*1 + 0*0) [B] + (-2) [bias] = 1")
     for line in lines:  # the printed arithmetic adds up to the printed result, and to the map
         i, j, expression, value = re.fullmatch(r"\s*out\[(\d),(\d)\] = (.*) = (\S+)", line).groups()
         assert eval(re.sub(r"\[\w+\]", "", expression)) == float(value) == r["conv"][0][int(i)][int(j)]

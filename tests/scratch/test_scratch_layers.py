@@ -17,7 +17,8 @@ SETTINGS = settings(max_examples=30, deadline=None)
 
 
 def assert_close(actual, expected):
-    np.testing.assert_allclose(actual, expected.detach().numpy() if isinstance(expected, torch.Tensor) else expected, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(actual, expected.detach().numpy() if isinstance(expected, torch.Tensor) else expected,
+                               rtol=RTOL, atol=ATOL)
 
 
 def check_layer(layer: L.Module, reference: nn.Module, x: np.ndarray, rng: np.random.Generator) -> None:
@@ -75,7 +76,8 @@ def test_conv2d_matches_torch(case):
 def pool_case(draw):
     k = draw(st.integers(1, 4))
     return dict(
-        shape=(draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(k, k + 8)), draw(st.integers(k, k + 8))),
+        shape=(draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(k, k + 8)),
+               draw(st.integers(k, k + 8))),
         k=k,
         s=draw(st.integers(1, 4)),
         seed=draw(st.integers(0, 2**32 - 1)),
@@ -86,7 +88,8 @@ def pool_case(draw):
 @given(pool_case())
 def test_max_pool_matches_torch(case):
     rng = np.random.default_rng(case["seed"])
-    check_layer(L.MaxPool2d(case["k"], case["s"]), nn.MaxPool2d(case["k"], case["s"]), rng.standard_normal(case["shape"]), rng)
+    check_layer(L.MaxPool2d(case["k"], case["s"]), nn.MaxPool2d(case["k"], case["s"]),
+                rng.standard_normal(case["shape"]), rng)
 
 
 @SETTINGS
@@ -94,14 +97,16 @@ def test_max_pool_matches_torch(case):
 def test_max_pool_ties_go_where_torch_sends_them(case):
     # Integer inputs from {0, 1, 2} tie often (as ReLU zeros do): the gradient must pick torch's element.
     rng = np.random.default_rng(case["seed"])
-    check_layer(L.MaxPool2d(case["k"], case["s"]), nn.MaxPool2d(case["k"], case["s"]), rng.integers(0, 3, case["shape"]).astype(np.float64), rng)
+    check_layer(L.MaxPool2d(case["k"], case["s"]), nn.MaxPool2d(case["k"], case["s"]),
+                rng.integers(0, 3, case["shape"]).astype(np.float64), rng)
 
 
 @SETTINGS
 @given(pool_case())
 def test_avg_pool_matches_torch(case):
     rng = np.random.default_rng(case["seed"])
-    check_layer(L.AvgPool2d(case["k"], case["s"]), nn.AvgPool2d(case["k"], case["s"]), rng.standard_normal(case["shape"]), rng)
+    check_layer(L.AvgPool2d(case["k"], case["s"]), nn.AvgPool2d(case["k"], case["s"]),
+                rng.standard_normal(case["shape"]), rng)
 
 
 @SETTINGS

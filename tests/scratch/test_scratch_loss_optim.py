@@ -54,7 +54,8 @@ def run_both(make_scratch, make_torch, seed: int, steps: int = 6):
 
 
 @SETTINGS
-@given(st.floats(1e-3, 0.5), st.sampled_from([0.0, 0.5, 0.9]), st.sampled_from([0.0, 1e-2]), st.booleans(), st.integers(0, 2**32 - 1))
+@given(st.floats(1e-3, 0.5), st.sampled_from([0.0, 0.5, 0.9]), st.sampled_from([0.0, 1e-2]), st.booleans(),
+       st.integers(0, 2**32 - 1))
 def test_sgd_matches_torch(lr, momentum, weight_decay, nesterov, seed):
     nesterov = nesterov and momentum > 0  # torch allows Nesterov only with momentum
     run_both(
@@ -65,7 +66,8 @@ def test_sgd_matches_torch(lr, momentum, weight_decay, nesterov, seed):
 
 
 @SETTINGS
-@given(st.floats(1e-4, 0.1), st.sampled_from([(0.9, 0.999), (0.5, 0.9)]), st.sampled_from([0.0, 1e-2]), st.integers(0, 2**32 - 1))
+@given(st.floats(1e-4, 0.1), st.sampled_from([(0.9, 0.999), (0.5, 0.9)]), st.sampled_from([0.0, 1e-2]),
+       st.integers(0, 2**32 - 1))
 def test_adam_matches_torch(lr, betas, weight_decay, seed):
     run_both(
         lambda ps: Adam(ps, lr, betas=betas, weight_decay=weight_decay),

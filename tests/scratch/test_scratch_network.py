@@ -28,7 +28,8 @@ SPECS = ["c4k3p1-b-p-c6k3s2-a2s1-f-d7-b", "c3k2s2p1-p3s1-c5-g-f-d6"]
 
 
 def info_for(model: str, model_args: dict, classes: int = 10, in_chans: int = 3, size=(32, 32)) -> ModelInfo:
-    return ModelInfo(model, model_args, tuple(f"class{i}" for i in range(classes)), in_chans, size, (0.49, 0.48, 0.45)[:in_chans], (0.25, 0.24, 0.26)[:in_chans])
+    return ModelInfo(model, model_args, tuple(f"class{i}" for i in range(classes)), in_chans, size,
+                     (0.49, 0.48, 0.45)[:in_chans], (0.25, 0.24, 0.26)[:in_chans])
 
 
 @pytest.mark.parametrize("spec", SPECS)
@@ -87,7 +88,8 @@ def test_training_step_matches_torch(spec):
     grads = dict(net.named_parameters())
     for name, value in model.state_dict().items():
         slack = 1e-2 / 1e-8 * np.abs(grads[name].grad - grads_t[name]) if name in grads_t else 0.0
-        assert np.all(np.abs(net.state_dict()[name] - value.numpy()) <= 1e-12 + 1e-10 * np.abs(value.numpy()) + slack), name
+        assert np.all(np.abs(net.state_dict()[name] - value.numpy())
+                      <= 1e-12 + 1e-10 * np.abs(value.numpy()) + slack), name
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +127,8 @@ def test_spec_file_with_batchnorm_in_eval_mode_matches_torch(tmp_path):
             if "running" in name:
                 buf.uniform_(0.5, 2.0)
     path = tmp_path / "run"
-    save_model(path / "model.safetensors", model, info_for("spec", {"arch": spec}, classes=4, in_chans=1, size=(12, 12)))
+    save_model(path / "model.safetensors", model,
+               info_for("spec", {"arch": spec}, classes=4, in_chans=1, size=(12, 12)))
     net, info = load_model_file(path)  # a run folder works as in checkpoint.read_model_file
     images = np.random.default_rng(4).integers(0, 256, (20, 1, 12, 12), dtype=np.uint8)
     classifier = load_checkpoint(path)
@@ -190,7 +193,8 @@ def test_train_epoch_reports_the_mean_of_its_batches():
     net = build_network("c2-f", 3, 1, (5, 5), rng=rng)
     x, y = rng.standard_normal((10, 1, 5, 5)), rng.integers(0, 3, 10)
     batches = []
-    loss, accuracy = train_epoch(net, Adam(net.parameters(), 0.0), x, y, 4, rng, on_batch=lambda n, batch_loss, a: batches.append((n, batch_loss, a)))
+    loss, accuracy = train_epoch(net, Adam(net.parameters(), 0.0), x, y, 4, rng,
+                                 on_batch=lambda n, batch_loss, a: batches.append((n, batch_loss, a)))
     counts = np.array([b[0] for b in batches])
     assert counts.tolist() == [4, 4, 2]
     assert loss == pytest.approx(np.dot(counts, [b[1] for b in batches]) / 10)

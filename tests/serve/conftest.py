@@ -61,7 +61,8 @@ def serve(*argv, log_dir: Path) -> Iterator[Server]:
                     break
             except httpx.TransportError:
                 pass
-            assert process.poll() is None and time.monotonic() < deadline, f"convnet serve did not come up; its log: {log.read_text()}"
+            assert process.poll() is None and time.monotonic() < deadline, (
+                f"convnet serve did not come up; its log: {log.read_text()}")
             time.sleep(0.1)
         yield Server(url, process, log)
     finally:

@@ -129,7 +129,8 @@ def test_predict_answers_as_convnet_predict_json_for_every_format(client, images
 
 def test_predict_top_k_tta_and_model_are_form_fields(client, images, model_file, capsys):
     expected = _cli_predict(capsys, model_file, images[:3], "--top-k", "2", "--tta", "1")
-    r = client.post("/predict", files=[_upload(p, "files") for p in images[:3]], data={"top_k": "2", "tta": "1", "model": "colours"})
+    r = client.post("/predict", files=[_upload(p, "files") for p in images[:3]],
+                    data={"top_k": "2", "tta": "1", "model": "colours"})
     assert r.status_code == 200, r.text
     for a in r.json():
         assert len(a["predictions"]) == 2
@@ -142,7 +143,8 @@ def test_predict_top_k_tta_and_model_are_form_fields(client, images, model_file,
 def test_a_bad_file_among_several_gets_its_own_error(client, images, tmp_path):
     text = tmp_path / "notes.png"
     text.write_text("these are notes, not a picture\n")
-    r = client.post("/predict", files=[_upload(images[0], "files"), _upload(text, "files"), _upload(images[1], "files")])
+    r = client.post("/predict", files=[_upload(images[0], "files"), _upload(text, "files"),
+                                       _upload(images[1], "files")])
     assert r.status_code == 200, r.text
     first, bad, third = r.json()
     assert "predictions" in first and "predictions" in third
@@ -220,25 +222,30 @@ def test_features_json_and_png(client, images, model_file):
 def test_healthz_models_and_the_model_card(client, model_file):
     assert client.get("/healthz").json() == {"status": "ok", "models": ["colours"]}
     clf = load_checkpoint(model_file)
-    assert client.get("/api/models").json() == [{"name": "colours", "format": "safetensors", "classes": ["blue", "green", "red"], "input_size": [24, 24], "in_chans": 3}]
+    assert client.get("/api/models").json() == [{"name": "colours", "format": "safetensors",
+                                                 "classes": ["blue", "green", "red"], "input_size": [24, 24],
+                                                 "in_chans": 3}]
 
     card = client.get("/api/model").json()
     assert client.get("/model").json() == card == client.get("/api/model?model=colours").json()
     assert card["model"] == "tutorial" and card["classes"] == list(clf.classes) and card["explainable"] is True
     assert card["mean"] == list(clf.info.mean) and card["metrics"] == clf.info.metrics
     rows = summarize(clf.model, (3, 24, 24))
-    assert card["summary"] == [{"layer": r.name, "output_shape": list(r.output_shape), "params": r.params} for r in rows]
+    assert card["summary"] == [{"layer": r.name, "output_shape": list(r.output_shape), "params": r.params}
+                               for r in rows]
     assert card["total_params"] == sum(p.numel() for p in clf.model.parameters())
 
     history = (model_file.parent / "history.csv").read_text().splitlines()
     assert len(card["history"]) == len(history) - 1 and set(card["history"][0]) == set(history[0].split(","))
     assert card["history"][-1]["val_acc"] == pytest.approx(clf.info.metrics["val_acc"])
     curves = client.get(card["curves"])
-    assert curves.headers["content-type"] == "image/png" and curves.content == (model_file.parent / "curves.png").read_bytes()
+    assert (curves.headers["content-type"] == "image/png"
+            and curves.content == (model_file.parent / "curves.png").read_bytes())
 
 
 def test_explain_is_convnet_explain_json(client, capsys):
-    for settings in ({}, {"kernel": 3, "stride": 1, "padding": 1, "pool": 2, "pool_stride": 2, "seed": 7}, {"stride": 2, "pool": 1}):
+    for settings in ({}, {"kernel": 3, "stride": 1, "padding": 1, "pool": 2, "pool_stride": 2, "seed": 7},
+                     {"stride": 2, "pool": 1}):
         capsys.readouterr()
         assert main(["explain", "--json", *[f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]]) == 0
         expected = json.loads(capsys.readouterr().out)
@@ -269,8 +276,8 @@ def test_openapi_gives_each_parameter_one_place(client):
     spec = client.get("/openapi.json").json()
     assert {"/predict", "/cam", "/features", "/api/model", "/healthz", "/api/explain"} <= set(spec["paths"])
     assert "form field" in spec["info"]["description"] and "query parameter" in spec["info"]["description"]
-    uploads = {"/predict": {"file", "files", "top_k", "tta", "model"}, "/cam": {"file", "class_name", "format", "model"},
-               "/features": {"file", "format", "model"}}
+    uploads = {"/predict": {"file", "files", "top_k", "tta", "model"},
+               "/cam": {"file", "class_name", "format", "model"}, "/features": {"file", "format", "model"}}
     for path, fields in uploads.items():
         assert _openapi_parameters(spec["paths"][path]["post"], spec) == {"query": set(), "form": fields}, path
     gets = {"/api/model": {"model"}, "/model": {"model"}, "/api/model/curves.png": {"model"},
@@ -303,7 +310,8 @@ def _png_header_claiming(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+            + chunk(b"IEND", b""))
 
 
 def _cut(path: Path, keep: float) -> bytes:
@@ -313,13 +321,18 @@ def _cut(path: Path, keep: float) -> bytes:
 
 BAD = {
     # name: (method, path, multipart files, form data, status, a fragment of the sentence)
-    "text named .png": ("post", "/predict", [("file", ("notes.png", b"hello, not a picture\n" * 20, "image/png"))], {}, 400, "not an image"),
+    "text named .png": ("post", "/predict", [("file", ("notes.png", b"hello, not a picture\n" * 20, "image/png"))], {},
+                        400, "not an image"),
     "empty file": ("post", "/predict", [("file", ("empty.jpg", b"", "image/jpeg"))], {}, 400, "not an image"),
     "truncated PNG": ("post", "/predict", "rgb.png:0.6", {}, 400, "cut short"),
     "truncated JPEG": ("post", "/predict", "photo.jpg:0.5", {}, 400, "cut short"),
-    "oversize upload": ("post", "/predict", [("file", ("big.png", b"\x89PNG" + b"\x00" * 10_000_000, "image/png"))], {}, 413, "limit"),
-    "header claims 10^10 pixels": ("post", "/predict", [("file", ("bomb.png", _png_header_claiming(100_000, 100_000), "image/png"))], {}, 413, "pixels"),
-    "header claims 48 million pixels": ("post", "/cam", [("file", ("wide.png", _png_header_claiming(8000, 6000), "image/png"))], {}, 413, "40,000,000"),
+    "oversize upload": ("post", "/predict", [("file", ("big.png", b"\x89PNG" + b"\x00" * 10_000_000, "image/png"))], {},
+                        413, "limit"),
+    "header claims 10^10 pixels": (
+        "post", "/predict", [("file", ("bomb.png", _png_header_claiming(100_000, 100_000), "image/png"))], {}, 413,
+        "pixels"),
+    "header claims 48 million pixels": (
+        "post", "/cam", [("file", ("wide.png", _png_header_claiming(8000, 6000), "image/png"))], {}, 413, "40,000,000"),
     "wrong field": ("post", "/predict", "rgb.png:1:image", {}, 422, "'file'"),
     "no multipart at all": ("post", "/predict", None, {}, 422, "'file'"),
     "file sent as text": ("post", "/cam", None, {"file": "rgb.png"}, 422, "'file'"),
@@ -341,12 +354,14 @@ BAD = {
 
 def _send_bad(case: str, client: httpx.Client, images: list[Path]) -> httpx.Response:
     method, path, files, data, _, _ = BAD[case]
-    if isinstance(files, str):  # "NAME[:FRACTION[:FIELD]]": one of the good images, maybe cut, maybe under another field
+    # "NAME[:FRACTION[:FIELD]]": one of the good images, maybe cut, maybe under another field
+    if isinstance(files, str):
         parts = files.split(":")
         name, keep, field = parts[0], float(parts[1]) if len(parts) > 1 else 1.0, parts[2] if len(parts) > 2 else "file"
         source = next(p for p in images if p.name == name)
         files = [(field, (name, _cut(source, keep), "application/octet-stream"))]
-    return client.request(method.upper(), path, files=files, data=data or None) if files or data else client.request(method.upper(), path)
+    return (client.request(method.upper(), path, files=files, data=data or None) if files or data
+            else client.request(method.upper(), path))
 
 
 @pytest.mark.parametrize("case", list(BAD))
@@ -384,7 +399,8 @@ def test_serve_refuses_a_bad_model_file_before_binding(tmp_path, capsys):
 def test_serve_without_the_extra_names_it(model_file, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # `import uvicorn` now fails as if not installed
     assert main(["serve", str(model_file)]) == 2
-    assert capsys.readouterr().err.strip() == "error: convnet serve needs the serve extra: pip install 'convnet[serve]'."
+    assert capsys.readouterr().err.strip() == ("error: convnet serve needs the serve extra: "
+                                               "pip install 'convnet[serve]'.")
 
 
 # --- an ONNX model -------------------------------------------------------------------------------
@@ -402,7 +418,8 @@ def test_an_onnx_model_predicts_as_its_source_and_explains_that_it_cannot_show_l
     app = create_app(load_models([onnx_file, model_file], ServeConfig()))
 
     async def ask() -> dict:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:  # a loopback server answers its own names only
+        # a loopback server answers its own names only
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:
             upload = [_upload(p, "files") for p in images[:4]]
             return {
                 "models": (await c.get("/api/models")).json(),

@@ -29,10 +29,13 @@ from PIL import Image  # noqa: E402
 from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
 
 CHROMIUM = shutil.which("chromium")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium); Playwright must not download its own")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="Debian's chromium is not installed (apt-get install chromium); Playwright must not download its own")
 
 # What this network needs: no sandbox in containers, no GPU, and no calls home.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run"]
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 TIMEOUT_MS = 20_000  # longest wait for the page to show an answer
@@ -105,7 +108,8 @@ def _rows(page: Page, selector: str, label: str) -> dict[str, str]:
     """{label's text: the next element's text} for every `label` under `selector` (a <dl>'s dt, a table's th)."""
     return page.eval_on_selector(
         selector,
-        f"e => Object.fromEntries([...e.querySelectorAll('{label}')].map(l => [l.textContent, l.nextElementSibling.textContent]))",
+        f"e => Object.fromEntries([...e.querySelectorAll('{label}')]"
+        ".map(l => [l.textContent, l.nextElementSibling.textContent]))",
     )
 
 
@@ -181,7 +185,8 @@ def test_classify_page(served: str, files: dict[str, Path], page: Page) -> None:
     figures = page.locator("#features [data-layer]")
     assert [figures.nth(i).get_attribute("data-layer") for i in range(figures.count())] == [f["name"] for f in features]
     first = features[0]
-    assert page.text_content(f"#features [data-layer='{first['name']}'] figcaption") == f"{first['name']}: {first['channels']} × {first['height']} × {first['width']}"
+    assert page.text_content(f"#features [data-layer='{first['name']}'] figcaption") == (
+        f"{first['name']}: {first['channels']} × {first['height']} × {first['width']}")
     _png(page.get_attribute(f"#features [data-layer='{first['name']}'] img", "src"))
 
     # Clicking another class asks for its Grad-CAM: the overlay changes to the server's answer for that class.
@@ -216,7 +221,8 @@ def test_explain_page(served: str, page: Page) -> None:
     page.wait_for_selector("[data-testid=grid-conv] td")
 
     def settings() -> dict[str, str]:
-        return {name: page.input_value(f"#settings [name={name}]") for name in ("kernel", "stride", "padding", "pool", "pool_stride", "seed")}
+        return {name: page.input_value(f"#settings [name={name}]")
+                for name in ("kernel", "stride", "padding", "pool", "pool_stride", "seed")}
 
     before = httpx.get(served + "api/explain", params=settings()).json()
     assert _grid(page, "grid-conv") == before["conv"][0]
@@ -232,7 +238,8 @@ def test_explain_page(served: str, page: Page) -> None:
     page.wait_for_function(f"document.querySelectorAll('[data-testid=grid-conv] tbody tr').length === {side}")
     assert _grid(page, "grid-conv") == after["conv"][0]
     assert f"/ 2 + 1 = {side}" in page.text_content("#conv-formula")
-    assert _grid(page, "grid-softmax") == [list(pair) for pair in zip(after["logits"], after["probabilities"], strict=True)]
+    assert _grid(page, "grid-softmax") == [list(pair)
+                                           for pair in zip(after["logits"], after["probabilities"], strict=True)]
 
     # A setting the engine refuses: its sentence on the page.
     page.fill("#kernel", "4")

@@ -80,7 +80,8 @@ def in_float64(model: nn.Module, split: int | None = None):
     """(features, head) of a float64 copy: `model.layers` cut at `split`, or else the registry
     contract's forward_features / forward_head."""
     model = copy.deepcopy(model).double()
-    return (model.forward_features, model.forward_head) if split is None else (model.layers[:split], model.layers[split:])
+    return ((model.forward_features, model.forward_head) if split is None
+            else (model.layers[:split], model.layers[split:]))
 
 
 def reference_grad_cam(parts, image: torch.Tensor, info: ModelInfo, class_index: int | None):
@@ -115,7 +116,8 @@ def test_matches_float64_reference(trained, class_name):
     with_evidence = 0
     for image in images[two_of_each]:
         # The tutorial's last spatial map is forward_features' output: the ReLU after conv 3, 64x4x4.
-        want, c, p = reference_grad_cam(in_float64(clf.model), image, clf.info, None if class_name is None else CLASSES.index(class_name))
+        want, c, p = reference_grad_cam(in_float64(clf.model), image, clf.info,
+                                        None if class_name is None else CLASSES.index(class_name))
         cam = grad_cam_of(clf, image, class_name)
         assert cam.class_name == CLASSES[c]
         assert cam.probability == pytest.approx(p, abs=1e-5)

@@ -165,7 +165,8 @@ def test_a_layer_figure_shows_the_input_beside_its_maps_and_says_what_they_are(c
     assert bar.get_cmap().name == "gray" and bar.get_clim() == (0, 1)
 
 
-@pytest.mark.parametrize("in_chans, seen", [(3, "as RGB"), (1, "in grey: each filter's mean weight over its 1 input channel")])
+@pytest.mark.parametrize("in_chans, seen", [(3, "as RGB"),
+                                            (1, "in grey: each filter's mean weight over its 1 input channel")])
 def test_the_filters_figure_says_what_it_shows(in_chans, seen):
     weights = torch.randn(8, in_chans, 3, 3, generator=torch.Generator().manual_seed(0))
     fig = filters_figure("layers.0", weights)
@@ -174,7 +175,8 @@ def test_the_filters_figure_says_what_it_shows(in_chans, seen):
     assert "bright where its weights are high" in explanation
     ax, ax_bar = fig.axes
     assert ax.get_title() == "8 filters of 3 x 3" and "its lowest weight 0, its highest 1" in ax_bar.get_ylabel()
-    for tile, weight in zip(tiles(np.asarray(ax.images[0].get_array()), 8, 3, 3), weights.double().numpy(), strict=True):
+    for tile, weight in zip(tiles(np.asarray(ax.images[0].get_array()), 8, 3, 3), weights.double().numpy(),
+                            strict=True):
         np.testing.assert_allclose(tile[:, :, :in_chans], minmax_by_hand(weight).transpose(1, 2, 0), atol=1)
 
 
@@ -203,14 +205,16 @@ def test_write_features_writes_one_png_per_convolution_and_the_filters(case, tmp
     ckpt, images, planned = case
     clf = load_checkpoint(ckpt)
     convs = [i for i, layer in enumerate(planned.layers) if layer.kind == "conv2d"]
-    written = [write_features(clf.model, clf.to_input(image), clf.model_input(image), tmp_path / f"out{k}") for k, image in enumerate(images)]
+    written = [write_features(clf.model, clf.to_input(image), clf.model_input(image), tmp_path / f"out{k}")
+               for k, image in enumerate(images)]
 
     for paths, out in zip(written, ("out0", "out1"), strict=True):
         assert [p.name for p in paths] == [f"features_layers.{i}.png" for i in convs] + ["filters.png"]
         assert all(p.parent == tmp_path / out and p.stat().st_size > 0 for p in paths)
     first, second = ([read_png(p) for p in paths] for paths in written)
     for a, b in zip(first[:-1], second[:-1], strict=True):
-        assert a.shape == b.shape and not np.array_equal(a, b), "feature maps of two different images are the same picture"
+        assert a.shape == b.shape and not np.array_equal(a, b), (
+            "feature maps of two different images are the same picture")
     np.testing.assert_array_equal(first[-1], second[-1])  # the filters do not depend on the image
     assert len(np.unique(first[-1])) > 2
 
@@ -241,7 +245,8 @@ def test_cli_writes_and_prints_the_pngs(tmp_path, capsys, monkeypatch):
 
     assert main(["features", str(ckpt), str(image)]) == 0  # the default --out: features/<image name>/ beside the model
     printed = capsys.readouterr().out.split()
-    assert [p.split("/")[-1] for p in printed] == ["features_layers.0.png", "features_layers.3.png", "features_layers.6.png", "filters.png"]
+    assert [p.split("/")[-1] for p in printed] == ["features_layers.0.png", "features_layers.3.png",
+                                                   "features_layers.6.png", "filters.png"]
     assert all(Path(p).is_file() and Path(p).parent == tmp_path / "features" / "x" for p in printed)
 
 

@@ -75,14 +75,16 @@ def test_bad_input_is_refused(images, captions, error):
         image_grid(images, captions=captions)
 
 
-@pytest.mark.parametrize("size, target, expected", [((30, 30), 64, 2), ((4, 4), 64, 16), ((3, 5), 48, 10), ((300, 200), 64, 1)])
+@pytest.mark.parametrize("size, target, expected", [((30, 30), 64, 2), ((4, 4), 64, 16), ((3, 5), 48, 10),
+                                                     ((300, 200), 64, 1)])
 def test_fit_scale(size, target, expected):
     assert fit_scale(size, target) == expected
 
 
 def test_a_title_goes_above_the_cells_and_shifts_them_down():
     plain = np.asarray(image_grid([solid(c, 8, 8) for c in COLOURS[:2]], pad=2))
-    titled = np.asarray(image_grid([solid(c, 8, 8) for c in COLOURS[:2]], pad=2, title="a title wider than the two cells"))
+    titled = np.asarray(image_grid([solid(c, 8, 8) for c in COLOURS[:2]], pad=2,
+                                   title="a title wider than the two cells"))
     shift = titled.shape[0] - plain.shape[0]
     assert shift > 0 and titled.shape[1] > plain.shape[1]
     assert (titled[:shift] < 128).any(), "no title text was drawn"
@@ -96,7 +98,8 @@ def test_save_image_grid_writes_the_upscaled_images_in_order_as_a_png(tmp_path):
     from convnet.viz.grid import save_image_grid
 
     images = torch.stack([solid(c, 32, 32) for c in COLOURS])
-    path = save_image_grid(images, [f"class {i}" for i in range(5)], tmp_path / "sub" / "grid.png", ncols=3, title="first images")
+    path = save_image_grid(images, [f"class {i}" for i in range(5)], tmp_path / "sub" / "grid.png", ncols=3,
+                           title="first images")
     png = np.asarray(Image.open(path).convert("RGB"))
     centres = []
     for colour in COLOURS:

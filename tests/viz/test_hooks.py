@@ -54,7 +54,8 @@ def with_a_plain_pass_in_between(model: torch.nn.Module, other: torch.Tensor, ho
         thread.start()
         thread.join(JOIN_S)
 
-    # Registered before `hooked_call` registers its own, so on the model itself it runs before theirs: after every layer.
+    # Registered before `hooked_call` registers its own, so on the model itself it runs before theirs:
+    # after every layer.
     handle = model.register_forward_hook(run_plain_pass_now)
     try:
         result = hooked_call()
