@@ -25,10 +25,12 @@ def committed_per_epoch(recipe: str) -> tuple[list[float], str]:
     """The committed validation accuracies per epoch of `recipe` on seed 0, and where they come from."""
     if recipe == "tutorial-fast":
         record = json.loads((RESULTS / "keras_vs_convnet.json").read_text())
-        return [float(v) for v in record["convnet"]["tutorial-fast"]["rounds"][0]["val_acc_per_epoch"]], f"keras_vs_convnet.json at {record['commit']}"
+        return ([float(v) for v in record["convnet"]["tutorial-fast"]["rounds"][0]["val_acc_per_epoch"]],
+                f"keras_vs_convnet.json at {record['commit']}")
     record = json.loads((RESULTS / "time_to_accuracy.json").read_text())
     entry = record["entries"][recipe]
-    return [float(row["val_acc"]) for row in entry["per_epoch"]], f"time_to_accuracy.json entry {recipe} at {entry['commit']}"
+    return ([float(row["val_acc"]) for row in entry["per_epoch"]],
+            f"time_to_accuracy.json entry {recipe} at {entry['commit']}")
 
 
 def run(recipe: str, data: Path, runs: Path) -> dict:
@@ -51,7 +53,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         entries = {recipe: run(recipe, args.data, Path(tmp)) for recipe in args.only.split(",")}
     for recipe, e in entries.items():
-        print(f"{recipe}: {'same' if e['same'] else 'DIFFERENT'} accuracies ({e['val_acc_per_epoch'][-1]:.4f} now, {e['committed_val_acc_per_epoch'][-1]:.4f} committed)")
+        print(f"{recipe}: {'same' if e['same'] else 'DIFFERENT'} accuracies ({e['val_acc_per_epoch'][-1]:.4f} now, "
+              f"{e['committed_val_acc_per_epoch'][-1]:.4f} committed)")
     write_result("same_results", {"data": str(args.data), "seed": 0, "entries": entries})
 
 
