@@ -115,8 +115,9 @@ def file_checksum(path: Path, size: int) -> np.ndarray:
     """
     fd = open_regular(path)
     try:
-        if os.fstat(fd).st_size != size:
-            raise OSError(f"{os.fstat(fd).st_size} bytes where {size} were written")
+        held = os.fstat(fd).st_size
+        if held != size:
+            raise OSError(f"{held} bytes where {size} were written")
         h, buf = hashlib.sha256(), bytearray(_CHUNK)
         while n := os.readv(fd, [buf]):
             h.update(memoryview(buf)[:n])

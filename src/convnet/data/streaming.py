@@ -31,6 +31,7 @@ the file list, the labels and the few batches in flight, whatever the folder's s
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import math
 import os
 import shutil
@@ -244,6 +245,8 @@ def _make_cache(key: str, found: FolderSplit) -> dict[str, np.ndarray] | None:
 def _decode_into(raw: Path, found: FolderSplit) -> dict[str, np.ndarray]:
     """Decode every file into `raw`, one chunk in memory at a time; returns the index to store."""
     ok = np.ones(len(found.files), dtype=bool)
+    # The raw file's SHA-256 taken as it is written: cache.file_checksum's digest, without reading it all back.
+    digest = hashlib.sha256()
 
     def write(tmp: str) -> None:
         start = 0
@@ -251,7 +254,9 @@ def _decode_into(raw: Path, found: FolderSplit) -> dict[str, np.ndarray]:
             for arrays, bad in image_folder.decode_files(found):
                 keep = np.ones(len(arrays), dtype=bool)
                 keep[bad] = False
-                f.write(np.ascontiguousarray(arrays[keep]).tobytes())
+                chunk = np.ascontiguousarray(arrays[keep]).tobytes()
+                f.write(chunk)
+                digest.update(chunk)
                 ok[start : start + len(arrays)] = keep
                 start += len(arrays)
         if not ok.any():
@@ -261,7 +266,7 @@ def _decode_into(raw: Path, found: FolderSplit) -> dict[str, np.ndarray]:
     skipped = [f for f, good in zip(found.files, ok, strict=True) if not good]
     labels = found.labels[ok]
     return {"labels": labels, "skipped": np.array(skipped, dtype=str),
-            "raw_sha256": cache.file_checksum(raw, len(labels) * _row_bytes(found))}
+            "raw_sha256": np.frombuffer(digest.digest(), dtype=np.uint8)}
 
 
 def sample_stats(split: StreamedSplit, seed: int) -> tuple[tuple[float, ...], tuple[float, ...]]:

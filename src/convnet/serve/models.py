@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -20,6 +19,7 @@ from urllib.parse import quote
 import torch
 
 from convnet.errors import ConvnetError
+from convnet.files import open_regular
 from convnet.formats import parse_scalar
 from convnet.inference.loading import RunnableModel, load_classifier
 from convnet.inference.model_file import Classifier, build_model
@@ -61,18 +61,16 @@ class ServedModel:
 def read_run_file(path: Path, max_bytes: int) -> bytes | None:
     """The bytes of a run-folder file, or None when it is absent, a link, not a regular file or over `max_bytes`.
 
-    Links are not followed (O_NOFOLLOW): the server would publish whatever they point to. The
-    file is opened without blocking and checked with fstat, so a FIFO is refused, not waited on,
-    and the check and the read see the same file.
+    Links are not followed: the server would publish whatever they point to. `files.open_regular`
+    opens without blocking and checks the file it opened, so a FIFO is refused, not waited on, and
+    the check and the read see the same file.
     """
-    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
     try:
-        fd = os.open(path, flags)
-    except (OSError, ValueError):  # absent, a link (ELOOP), unreadable; ValueError: a NUL in the name
+        fd = open_regular(path)
+    except (OSError, ValueError):  # absent, a link, not a regular file, unreadable; ValueError: a NUL in the name
         return None
     with os.fdopen(fd, "rb") as f:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
+        if os.fstat(fd).st_size > max_bytes:
             return None
         data = f.read(max_bytes + 1)  # the file may have grown since fstat
     return data if len(data) <= max_bytes else None
